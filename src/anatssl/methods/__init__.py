@@ -1,0 +1,8 @@
+"""SSL methods, one file each, registered by name (``METHODS``)."""
+
+from anatssl.methods.base import METHODS, SSLMethod, build_method, register_method
+
+# registration: one import per method file
+from anatssl.methods import swinssl  # noqa: E402,F401  isort: skip
+
+__all__ = ["METHODS", "SSLMethod", "build_method", "register_method"]
