@@ -16,15 +16,20 @@ from anatssl.models.backbones.base import Backbone, register_backbone
 
 
 class _Down(nn.Sequential):
-    """Strided 2x2x2 conv (the analogue of patch embedding / patch merging) + a 3x3x3 conv."""
+    """Strided 2x2x2 conv (the analogue of patch embedding / patch merging) + a 3x3x3 conv.
+
+    GroupNorm rather than InstanceNorm: the deepest map of a small crop can be 1x1x1, where
+    instance statistics are undefined.
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
+        groups = 4 if cout % 4 == 0 else 1
         super().__init__(
             nn.Conv3d(cin, cout, kernel_size=2, stride=2),
-            nn.InstanceNorm3d(cout, affine=True),
+            nn.GroupNorm(groups, cout),
             nn.LeakyReLU(0.01, inplace=True),
             nn.Conv3d(cout, cout, kernel_size=3, padding=1),
-            nn.InstanceNorm3d(cout, affine=True),
+            nn.GroupNorm(groups, cout),
             nn.LeakyReLU(0.01, inplace=True),
         )
 

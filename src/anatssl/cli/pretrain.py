@@ -1,0 +1,93 @@
+"""``anatssl pretrain``: self-supervised pretraining of one method on a folder / manifest of scans."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from anatssl.config import build_pretrain_config, load_pretrain_config, parse_overrides, read_yaml
+from anatssl.config.loader import deep_merge
+
+EPILOG = """\
+examples:
+  anatssl synth --out data --n 8 --seed 0
+  anatssl pretrain --method swinssl --preset tiny --data data --out runs/swinssl train.max_steps=20
+  anatssl pretrain --method swinssl --data data --out runs/swinssl --resume train.max_steps=40
+  torchrun --nproc_per_node 2 -m anatssl.cli.main pretrain --method swinssl --data data --out runs/ddp
+
+key=value overrides address the resolved config (see RUN/config.yaml), e.g. seed=1,
+train.batch_size=4, optim.lr=1e-4, model.backbone=conv, swinssl.temperature=0.2.
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from anatssl.methods import METHODS
+
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised pretraining (swinssl, alice, s2dc, sam, ...)",
+        description="Pretrain an encoder with a self-supervised method. Writes RUN/config.yaml, "
+        "RUN/metrics.jsonl, RUN/checkpoints/last.pt and TensorBoard events.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--method", required=True, choices=METHODS.names(), help="the SSL method")
+    p.add_argument("--data", required=True, help="dataset.json, a folder of NIfTI files / DICOM series, or a CSV")
+    p.add_argument("--out", required=True, help="run directory (created)")
+    p.add_argument("--preset", default="tiny",
+                   help="configs/pretrain/<method>_<preset>.yaml: tiny (CPU scale) or base (paper scale); "
+                   "default tiny")
+    p.add_argument("--config", help="a YAML file merged over the preset")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN from checkpoints/last.pt with RUN/config.yaml (+ overrides, "
+                   "e.g. a larger train.max_steps)")
+    p.add_argument("--embeddings", help="alice: a SAM embedding cache made by `anatssl embed`")
+    p.add_argument("--sam", help="alice: a SAM run (`anatssl pretrain --method sam`) to embed the data with")
+    p.add_argument("--pairing", choices=["sam", "random", "same"], help="alice: shortcut for alice.pairing")
+    p.add_argument("--casa-target", choices=["teacher_decoder", "teacher_encoder"],
+                   help="alice: shortcut for alice.casa_target")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=run)
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    overrides = list(args.overrides)
+    if getattr(args, "pairing", None):
+        overrides.append(f"alice.pairing={args.pairing}")
+    if getattr(args, "casa_target", None):
+        overrides.append(f"alice.casa_target={args.casa_target}")
+    if args.resume:
+        saved = Path(args.out) / "config.yaml"
+        if not saved.is_file():
+            from anatssl.errors import CheckpointError
+
+            raise CheckpointError(f"--resume: {saved} does not exist; is {args.out} a run directory?")
+        raw = read_yaml(saved)
+        if args.config:
+            raw = deep_merge(raw, read_yaml(args.config))
+        raw = deep_merge(raw, parse_overrides(overrides))
+        if raw.get("method") != args.method:
+            from anatssl.errors import ConfigError
+
+            raise ConfigError(f"{saved} is a {raw.get('method')!r} run, not {args.method!r}")
+        return build_pretrain_config(raw)
+    return load_pretrain_config(args.method, args.preset, args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anatssl.engine.trainer import pretrain
+
+    cfg = resolve_config(args)
+    if args.method == "alice":
+        from anatssl.methods.alice import prepare_alice_run
+
+        cfg.params.embeddings_dir = prepare_alice_run(cfg, args.data, args.out, embeddings=args.embeddings,
+                                                      sam_run=args.sam)
+    elif args.embeddings or args.sam:
+        from anatssl.errors import ConfigError
+
+        raise ConfigError("--embeddings / --sam only apply to --method alice")
+    pretrain(cfg, args.data, args.out, resume=args.resume)
+    return 0

@@ -1,0 +1,106 @@
+"""Atomic checkpoints that resume exactly, loaded with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain Python values only (no pickled objects), so loading one a
+user downloaded cannot execute code:
+
+``{"format": "anatssl-checkpoint", "version": 1, "step": int, "config": dict, "model": state_dict,
+"optimizer": state_dict, "scaler": state_dict | None, "rng": {...}, "extra": dict}``
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anatssl.errors import CheckpointError
+
+FORMAT = "anatssl-checkpoint"
+VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then ``os.replace``: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG the training step may draw from, as tensors / lists (weights_only-safe)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
+        "python_version": random.getstate()[0],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((state["python_version"], tuple(py[:-1]), py[-1] or None))
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check an anatssl checkpoint (``weights_only=True``); clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt zip, truncated file, pickled objects refused by weights_only
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(the file is corrupt or truncated, or holds objects other than tensors; "
+            "re-export it or resume from an earlier checkpoint)"
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an anatssl checkpoint (no 'format: {FORMAT}' entry); "
+            "to load plain weights use `anatssl finetune --init FILE`"
+        )
+    return ckpt
+
+
+def find_run_checkpoint(run: str | Path) -> Path:
+    """``RUN`` (a run directory) or a checkpoint file -> the checkpoint path."""
+    run = Path(run)
+    if run.is_dir():
+        path = run / "checkpoints" / "last.pt"
+        if not path.is_file():
+            raise CheckpointError(f"run directory {run} has no checkpoints/last.pt; has its training started?")
+        return path
+    if run.is_file():
+        return run
+    raise CheckpointError(f"{run} is neither a run directory nor a checkpoint file")

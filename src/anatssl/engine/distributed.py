@@ -1,0 +1,86 @@
+"""Collectives that are no-ops when no process group exists (DINO's helpers assumed one did).
+
+Runs are launched with ``torchrun``; :func:`init_from_env` sets up the process group from its
+environment variables (``nccl`` on CUDA, ``gloo`` on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_from_env(device: torch.device) -> None:
+    """Join the process group torchrun describes; nothing when started as a single process."""
+    if is_dist() or not launched_by_torchrun():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend)
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (returns a new tensor; the input is unchanged)."""
+    if not is_dist():
+        return t
+    out = t.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / world_size()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if not is_dist():
+        return t
+    out = t.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` (same shape on every rank) along dim 0 over ranks, in rank order. No gradient."""
+    if not is_dist():
+        return t
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    dist.all_gather(parts, t.detach().contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()

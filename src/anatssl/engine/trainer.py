@@ -1,0 +1,322 @@
+"""The method-agnostic pretraining loop: *how* a method runs, never *what* it computes.
+
+AdamW with per-step schedules, gradient accumulation and clipping, AMP, DDP through ``torchrun``,
+``metrics.jsonl`` + TensorBoard + a progress bar, atomic checkpoints that resume exactly (model,
+optimizer, scaler, RNG; schedules and data order are functions of the step), Ctrl-C saves a
+checkpoint, a non-finite loss stops the run with a clear message and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from anatssl.config import PretrainConfig, pretrain_config_to_dict, save_yaml
+from anatssl.engine import distributed as D
+from anatssl.engine.checkpoint import (
+    FORMAT,
+    VERSION,
+    atomic_torch_save,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from anatssl.engine.data import StepBatchSampler, ViewDataset, collate
+from anatssl.engine.logger import RunLogger, setup_console_logging
+from anatssl.engine.schedules import cosine_schedule, warmup_cosine
+from anatssl.errors import CheckpointError, ConfigError, TrainingError
+from anatssl.methods import SSLMethod, build_method
+
+log = logging.getLogger("anatssl")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {name!r} but CUDA is not available; use train.device=cpu")
+    return dev
+
+
+def peak_lr(cfg: PretrainConfig) -> float:
+    """``optim.lr``, times total_batch / 256 under ``optim.lr_scaling=linear`` (DINO's rule)."""
+    if cfg.optim.lr_scaling == "linear":
+        total = cfg.train.batch_size * cfg.train.grad_accum * D.world_size()
+        return cfg.optim.lr * total / 256.0
+    return cfg.optim.lr
+
+
+def lr_at(cfg: PretrainConfig, step: int) -> float:
+    peak = peak_lr(cfg)
+    return warmup_cosine(step, cfg.train.max_steps, peak, min(cfg.optim.min_lr, peak), cfg.optim.warmup_steps)
+
+
+def wd_at(cfg: PretrainConfig, step: int) -> float:
+    end = cfg.optim.weight_decay if cfg.optim.weight_decay_end is None else cfg.optim.weight_decay_end
+    return cosine_schedule(step, cfg.train.max_steps, cfg.optim.weight_decay, end)
+
+
+def build_optimizer(method: SSLMethod, cfg: PretrainConfig) -> torch.optim.AdamW:
+    groups = method.param_groups(cfg.optim.weight_decay)
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ConfigError(f"method {cfg.method!r} has no trainable parameters")
+    return torch.optim.AdamW(groups, lr=peak_lr(cfg), betas=cfg.optim.betas)
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _build_source(cfg: PretrainConfig, data: Any, out_dir: Path) -> Any:
+    if not isinstance(data, (str, Path)):
+        return data  # an in-memory provider (len + load)
+    from anatssl.data.source import VolumeSource
+
+    return VolumeSource(data, cfg.data, cache_dir=cfg.data.cache_dir, fallback_cache_dir=out_dir / "cache")
+
+
+def _truncate_metrics(path: Path, start_step: int) -> None:
+    """On resume, drop rows logged after the checkpoint the run resumes from."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig, data: Any, out_dir: str | Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.last_path = self.ckpt_dir / "last.pt"
+        self.device = resolve_device(cfg.train.device)
+        D.init_from_env(self.device)
+        if cfg.train.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16 or none")
+        if self.last_path.exists() and not resume:
+            raise ConfigError(
+                f"{self.out_dir} already holds a run (checkpoints/last.pt); pass --resume to continue it "
+                "or choose another --out"
+            )
+        if resume and not self.last_path.exists():
+            raise CheckpointError(f"--resume: {self.last_path} does not exist; start without --resume")
+        self.resume = resume
+        if D.is_main():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(pretrain_config_to_dict(cfg), self.out_dir / "config.yaml")
+        D.barrier()
+
+        # data first: a bad dataset fails before any model is built
+        self.source = _build_source(cfg, data, self.out_dir)
+        if hasattr(self.source, "validate"):
+            if D.is_main():
+                self.source.validate(progress=cfg.train.progress)
+            D.barrier()
+            if not D.is_main():
+                self.source.validate(progress=False)
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every fresh start
+        self.method = build_method(cfg).to(self.device)
+        self._check_volume_sizes()
+        if cfg.train.compile:
+            enc = self.method.encoder()
+            enc.encode = torch.compile(enc.encode)  # type: ignore[method-assign]
+        self.optimizer = build_optimizer(self.method, cfg)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" else None
+        self.start_step = 0
+        if resume:
+            self._load(self.last_path)
+        if not resume:  # per-rank stream for in-step randomness (masks, dropout); resume restores it
+            torch.manual_seed(cfg.seed + 1000 * (D.rank() + 1))
+        self.model: torch.nn.Module = self.method
+        if D.is_dist():
+            ddp_kw: dict[str, Any] = {"find_unused_parameters": True}
+            if self.device.type == "cuda":
+                ddp_kw["device_ids"] = [self.device.index]
+            self.model = torch.nn.parallel.DistributedDataParallel(self.method, **ddp_kw)
+
+    # -- start-up checks -------------------------------------------------------------------------------
+    def _check_volume_sizes(self) -> None:
+        """Say once, at start-up, which scans are smaller than the method's crop (they get zero-padded)."""
+        crop = getattr(self.method, "min_volume_shape", None)
+        if not crop or not D.is_main() or not hasattr(self.source, "shapes"):
+            return
+        small = [(p, s) for p, s in self.source.shapes() if any(a < b for a, b in zip(s, crop))]
+        if small:
+            listing = ", ".join(f"{Path(p).name} {tuple(s)}" for p, s in small[:5])
+            more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+            log.warning(
+                "%d scan(s) are smaller than the crop %s and will be zero-padded: %s%s",
+                len(small), tuple(crop), listing, more,
+            )
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def state(self, step: int) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": step,
+            "method": self.cfg.method,
+            "config": pretrain_config_to_dict(self.cfg),
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_state(),
+            "extra": self.method.extra_state_dict(),
+        }
+
+    def save(self, step: int) -> None:
+        if not D.is_main():
+            return
+        state = self.state(step)
+        atomic_torch_save(state, self.last_path)
+        if self.cfg.train.keep_checkpoints:
+            atomic_torch_save(state, self.ckpt_dir / f"step_{step:07d}.pt")
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if ckpt.get("method") != self.cfg.method:
+            raise CheckpointError(
+                f"{path} was written by method {ckpt.get('method')!r}, not {self.cfg.method!r}"
+            )
+        try:
+            self.method.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} does not fit this model (different backbone or size?): {e}") from e
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.method.load_extra_state_dict(ckpt.get("extra", {}))
+        self.start_step = int(ckpt["step"])
+        log.info("resuming %s from step %d", self.out_dir, self.start_step)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _set_schedules(self, step: int) -> tuple[float, float]:
+        lr, wd = lr_at(self.cfg, step), wd_at(self.cfg, step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+            if g.get("apply_wd_schedule", True):
+                g["weight_decay"] = wd
+        return lr, wd
+
+    def loader(self) -> DataLoader[dict[str, Any]]:
+        cfg = self.cfg
+        sampler = StepBatchSampler(self.start_step, cfg.train.max_steps, cfg.train.batch_size,
+                                   cfg.train.grad_accum, D.rank(), D.world_size())
+        nw = cfg.data.num_workers
+        return DataLoader(
+            ViewDataset(self.source, self.method.views, cfg.seed),
+            batch_sampler=sampler,
+            num_workers=nw,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=2 if nw > 0 else None,
+        )
+
+    def _step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for i, batch in enumerate(micro_batches):
+            batch = _to_device(batch, self.device)
+            sync = (
+                self.model.no_sync()  # type: ignore[operator]
+                if D.is_dist() and i < len(micro_batches) - 1
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with _autocast(self.device, cfg.train.amp):
+                    out = self.model(batch, step)
+                loss = out["loss"]
+                finite = torch.isfinite(loss.detach()).float()
+                if D.all_reduce_mean(finite).item() < 1.0:
+                    terms = {k: float(v.detach().float()) for k, v in out.items()}
+                    raise TrainingError(
+                        f"non-finite loss at step {step + 1} (terms: {terms}); the last good checkpoint is "
+                        f"kept at {self.last_path}. Lower optim.lr, check the data for NaNs, or use amp=none"
+                    )
+                scaled = loss / len(micro_batches)
+                if self.scaler is not None:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach().float()) / len(micro_batches)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.optim.clip_grad > 0:
+            totals["grad_norm"] = self.method.clip_gradients(cfg.optim.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.method.on_step_end(step)
+        return totals
+
+    def fit(self) -> Path:
+        cfg = self.cfg
+        if self.resume:
+            if D.is_main():
+                _truncate_metrics(self.out_dir / "metrics.jsonl", self.start_step)
+        if self.start_step >= cfg.train.max_steps:
+            log.info("nothing to do: the run is at step %d of %d", self.start_step, cfg.train.max_steps)
+            return self.out_dir
+        step = self.start_step
+        logger = RunLogger(self.out_dir, cfg.train.max_steps, self.start_step, enabled=D.is_main(),
+                           tensorboard=cfg.train.tensorboard, progress=cfg.train.progress,
+                           description=f"{cfg.method} pretrain")
+        t_run = time.perf_counter()
+        try:
+            with logger:
+                it = iter(self.loader())
+                while step < cfg.train.max_steps:
+                    t0 = time.perf_counter()
+                    micro = [next(it) for _ in range(cfg.train.grad_accum)]
+                    lr, wd = self._set_schedules(step)
+                    terms = self._step(micro, step)
+                    step += 1
+                    seconds = time.perf_counter() - t0
+                    if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                        row = {"step": step, **terms, "lr": lr, "weight_decay": wd, "seconds": seconds}
+                        logger.log(row)
+                    logger.advance(step, terms["loss"], seconds)
+                    if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
+                        self.save(step)
+        except KeyboardInterrupt:
+            if D.is_main():
+                self.save(step)
+                log.warning("interrupted: saved %s at step %d; continue with --resume", self.last_path, step)
+            raise
+        D.barrier()
+        if D.is_main():
+            log.info("finished %d steps in %.1f s; checkpoint %s", step - self.start_step,
+                     time.perf_counter() - t_run, self.last_path)
+        return self.out_dir
+
+
+def pretrain(cfg: PretrainConfig, data: Any, out_dir: str | Path, resume: bool = False) -> Path:
+    """Run (or resume) a pretraining run; returns the run directory."""
+    setup_console_logging()
+    return Trainer(cfg, data, out_dir, resume=resume).fit()
