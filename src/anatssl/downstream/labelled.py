@@ -1,0 +1,150 @@
+"""Labelled datasets for fine-tuning: an MSD-style ``dataset.json`` read into cases + a fixed split.
+
+``dataset.json`` (Medical Segmentation Decathlon / nnU-Net layout, as ``anatssl synth`` writes it)::
+
+    {"labels": {"0": "background", "1": "liver", ...},          # or {"background": 0, ...}
+     "training": [{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz", "class": 1}, ...]}
+
+Paths are relative to the file. The held-out test set is fixed by ``split.split_seed`` alone (not the
+training seed), so every method and every seed of a benchmark is scored on the same volumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anatssl.downstream.config import SplitConfig
+from anatssl.errors import DataError
+
+
+@dataclass
+class LabelledCase:
+    name: str
+    image: Path
+    label: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Other fields of the ``dataset.json`` entry (e.g. ``class`` for classification)."""
+
+
+def _manifest_path(data: str | Path) -> Path:
+    data = Path(data)
+    path = data / "dataset.json" if data.is_dir() else data
+    if not path.is_file():
+        raise DataError(
+            f"{data}: no dataset.json found; fine-tuning needs a labelled MSD-style dataset.json "
+            "(make one with `anatssl synth --out DIR`, or write training: [{image, label}, ...])"
+        )
+    return path
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".npy"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def parse_label_map(raw: Any, where: str) -> dict[int, str]:
+    """``{"0": "background", ...}`` or ``{"background": 0, ...}`` -> {0: "background", ...}."""
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(f"{where}: 'labels' must be a non-empty mapping of label value <-> structure name")
+    out: dict[int, str] = {}
+    for k, v in raw.items():
+        if str(k).lstrip("-").isdigit():
+            out[int(k)] = str(v)
+        elif isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
+            out[int(v)] = str(k)
+        else:
+            raise DataError(f"{where}: labels entry {k!r}: {v!r} maps neither value->name nor name->value")
+    if 0 not in out:
+        out[0] = "background"
+    return dict(sorted(out.items()))
+
+
+def read_labelled_dataset(
+    data: str | Path, need_labels: bool = True
+) -> tuple[list[LabelledCase], dict[int, str]]:
+    """-> (cases in file order, label map). ``need_labels``: every case must have a label file."""
+    path = _manifest_path(data)
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from e
+    entries = doc.get("training")
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}: 'training' must be a non-empty list of {{image, label}} entries")
+    label_map = parse_label_map(doc.get("labels"), str(path)) if need_labels else {}
+    cases = []
+    for i, e in enumerate(entries):
+        if isinstance(e, str):
+            e = {"image": e}
+        if not isinstance(e, dict) or "image" not in e:
+            raise DataError(f"{path}: training[{i}] has no 'image'")
+        image = (path.parent / e["image"]).resolve()
+        if not image.is_file():
+            raise DataError(f"{path}: training[{i}] image {image} does not exist")
+        label = None
+        if e.get("label"):
+            label = (path.parent / e["label"]).resolve()
+            if not label.is_file():
+                raise DataError(f"{path}: training[{i}] label {label} does not exist")
+        elif need_labels:
+            raise DataError(
+                f"{path}: training[{i}] ({image.name}) has no 'label'; segmentation fine-tuning needs a label"
+                " map for every training volume (remove unlabelled entries or give their label files)"
+            )
+        extra = {k: v for k, v in e.items() if k not in ("image", "label")}
+        cases.append(LabelledCase(name=_case_name(image), image=image, label=label, extra=extra))
+    return cases, label_map
+
+
+def check_label_values(cases: list[LabelledCase], label_map: dict[int, str]) -> None:
+    """Every label file holds only values of the label map (else DataError naming file and values)."""
+    import nibabel as nib
+
+    allowed = set(label_map)
+    for c in cases:
+        if c.label is None:
+            continue
+        try:
+            arr = np.asanyarray(nib.load(str(c.label)).dataobj)
+        except Exception as e:
+            raise DataError(f"label file {c.label} could not be read: {e}") from e
+        values = np.unique(arr)
+        if not np.all(np.equal(np.mod(values, 1), 0)):
+            raise DataError(f"label file {c.label} holds non-integer values; a label map must be integer")
+        bad = sorted(int(v) for v in values if int(v) not in allowed)
+        if bad:
+            raise DataError(
+                f"label file {c.label} holds values {bad} that dataset.json's 'labels' does not name "
+                f"(it names {sorted(allowed)}); fix the label map or the label file"
+            )
+
+
+def split_cases(
+    cases: list[LabelledCase], split: SplitConfig
+) -> tuple[list[LabelledCase], list[LabelledCase]]:
+    """Fixed split -> (training cases: the first ``labeled`` of the pool, held-out test cases)."""
+    if split.n_test >= len(cases):
+        raise DataError(
+            f"split.n_test = {split.n_test} leaves no training volume out of {len(cases)} labelled cases; "
+            "lower split.n_test or add data"
+        )
+    order = np.random.default_rng(split.split_seed).permutation(len(cases))
+    test = [cases[i] for i in order[: split.n_test]]
+    pool = [cases[i] for i in order[split.n_test :]]
+    if split.labeled is not None:
+        if split.labeled > len(pool):
+            raise DataError(
+                f"--labeled {split.labeled} is larger than the labelled training pool: {len(cases)} labelled "
+                f"volumes minus {split.n_test} held out for testing = {len(pool)}; "
+                f"use --labeled <= {len(pool)}"
+            )
+        pool = pool[: split.labeled]
+    return pool, test
