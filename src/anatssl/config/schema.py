@@ -65,6 +65,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    """Length of the run: every schedule (lr, weight decay, EMA momentum ...) spans these steps."""
+    stop_after: int | None = None
+    """Pause after this many steps (checkpoint saved); ``--resume`` continues on the same schedules."""
     batch_size: int = 2
     """Volumes per process per step."""
     grad_accum: int = 1

@@ -284,6 +284,9 @@ class Trainer:
             log.info("nothing to do: the run is at step %d of %d", self.start_step, cfg.train.max_steps)
             return self.out_dir
         step = self.start_step
+        pause = cfg.train.stop_after
+        # a pause point already reached (the run is being resumed past it) no longer applies
+        stop = min(cfg.train.max_steps, pause) if pause and pause > self.start_step else cfg.train.max_steps
         logger = RunLogger(self.out_dir, cfg.train.max_steps, self.start_step, enabled=D.is_main(),
                            tensorboard=cfg.train.tensorboard, progress=cfg.train.progress,
                            description=f"{cfg.method} pretrain")
@@ -291,18 +294,18 @@ class Trainer:
         try:
             with logger:
                 it = iter(self.loader())
-                while step < cfg.train.max_steps:
+                while step < stop:
                     t0 = time.perf_counter()
                     micro = [next(it) for _ in range(cfg.train.grad_accum)]
                     lr, wd = self._set_schedules(step)
                     terms = self._step(micro, step)
                     step += 1
                     seconds = time.perf_counter() - t0
-                    if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                    if step % cfg.train.log_every == 0 or step == stop:
                         row = {"step": step, **terms, "lr": lr, "weight_decay": wd, "seconds": seconds}
                         logger.log(row)
                     logger.advance(step, terms["loss"], seconds)
-                    if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
+                    if step % cfg.train.ckpt_every == 0 or step == stop:
                         self.save(step)
         except KeyboardInterrupt:
             if D.is_main():

@@ -1,0 +1,174 @@
+"""Alice's pair miner: exact geometry, and with *ideal* embeddings it finds the true corresponding point.
+
+Ideal embeddings: each subject is a deformed copy of one anatomy (anatomical coordinate ``u`` = an
+affine map of world mm); the embedding at a point is a random-Fourier-feature vector of ``u``
+(``[cos(Wu + b), sin(Wu + b)] / sqrt(D/2)``, unit norm by construction, inner product ~ a Gaussian
+kernel of the anatomical distance). So the best match of p is the point with the same ``u`` and any
+error comes from the miner's geometry (grids, strides, spacings, a flipped axis), not from SAM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anatssl.anatomy.embedding import EmbeddingMap
+from anatssl.anatomy.pairing import (
+    PairMiner,
+    check_embedding_geometry,
+    grid_to_voxel,
+    sample_embedding,
+    voxel_to_grid,
+)
+from anatssl.data.volume import Volume
+from anatssl.errors import DataError
+
+CENTRE = np.array([48.0, 48.0, 48.0])  # anatomical coordinates (mm) of the body centre
+RADIUS = 30.0
+
+
+class Subject:
+    """A volume whose anatomy is ``u = scale * (world - shift)``; a ball of radius 30 mm is the body."""
+
+    def __init__(self, affine: np.ndarray, shape: tuple[int, int, int], scale: float, shift: np.ndarray,
+                 path: str) -> None:
+        self.scale, self.shift = scale, np.asarray(shift, dtype=np.float64)
+        grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+        vol = Volume(np.zeros((1, *shape), np.float32), affine, path)
+        u = self.to_anat(vol.voxel_to_world(grid))
+        vol.image[0] = (np.linalg.norm(u - CENTRE, axis=-1) < RADIUS).astype(np.float32)
+        self.volume = vol
+
+    def to_anat(self, world: np.ndarray) -> np.ndarray:
+        return self.scale * (world - self.shift)
+
+    def to_world(self, u: np.ndarray) -> np.ndarray:
+        return u / self.scale + self.shift
+
+
+def _rff(u: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., 3) anatomical mm -> (..., D) unit-norm random Fourier features."""
+    phase = u @ w.T + b
+    return np.concatenate([np.cos(phase), np.sin(phase)], -1) / np.sqrt(w.shape[0])
+
+
+def _grid_affine(vol_affine: np.ndarray, stride: int) -> np.ndarray:
+    """Grid index g sits on voxel stride * g + (stride - 1) / 2 (SAM's block-centre convention)."""
+    m = np.diag([float(stride)] * 3 + [1.0])
+    m[:3, 3] = (stride - 1) / 2
+    return vol_affine @ m
+
+
+def ideal_embedding(s: Subject, fine_stride: int = 2, coarse_stride: int = 8, dim: int = 64,
+                    seed: int = 0) -> EmbeddingMap:
+    rng = np.random.default_rng(seed)  # the same features for every subject
+    w_f, b_f = rng.normal(0, 1 / 6.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2)
+    w_c, b_c = rng.normal(0, 1 / 25.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2)
+    maps, affs = [], []
+    for stride, w, b in ((fine_stride, w_f, b_f), (coarse_stride, w_c, b_c)):
+        aff = _grid_affine(s.volume.affine, stride)
+        shape = [-(-n // stride) for n in s.volume.spatial_shape]
+        g = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+        feat = _rff(s.to_anat(EmbeddingMap.grid_to_world(aff, g)), w, b)
+        maps.append(np.moveaxis(feat, -1, 0).astype(np.float16))
+        affs.append(aff)
+    return EmbeddingMap(maps[0], maps[1], affs[0], affs[1], {"path": s.volume.path})
+
+
+@pytest.fixture(scope="module")
+def subjects() -> tuple[Subject, Subject]:
+    a = Subject(np.diag([2.0, 2.0, 2.0, 1.0]), (48, 48, 48), 1.0, np.zeros(3), "a.nii.gz")
+    aff_b = np.array([[-1.5, 0, 0, 90.0], [0, 1.5, 0, 0], [0, 0, 1.5, 0], [0, 0, 0, 1]])  # x flipped
+    b = Subject(aff_b, (60, 56, 64), 1.1, np.array([2.0, -2.0, 4.0]), "b.nii.gz")
+    return a, b
+
+
+def _error_mm(a: Subject, b: Subject, va: np.ndarray, vb: np.ndarray) -> float:
+    truth = b.to_world(a.to_anat(a.volume.voxel_to_world(va)))
+    return float(np.linalg.norm(b.volume.voxel_to_world(vb) - truth))
+
+
+def test_voxel_grid_round_trip_is_exact(subjects: tuple[Subject, Subject]) -> None:
+    _, b = subjects
+    emb = ideal_embedding(b)
+    ijk = np.array([[0, 0, 0], [59, 55, 63], [17, 3, 40]], dtype=np.float64)
+    for aff, stride in ((emb.fine_affine, 2), (emb.coarse_affine, 8)):
+        g = voxel_to_grid(b.volume, aff, ijk)
+        np.testing.assert_allclose(grid_to_voxel(b.volume, aff, g), ijk, atol=1e-9)
+        np.testing.assert_allclose(g, (ijk - (stride - 1) / 2) / stride, atol=1e-9)
+
+
+def test_sample_embedding_hits_grid_values_and_stays_unit_norm(subjects: tuple[Subject, Subject]) -> None:
+    a, _ = subjects
+    emb = ideal_embedding(a)
+    got = sample_embedding(emb.fine, np.array([[3.0, 4.0, 5.0], [3.5, 4.25, 5.0]]))
+    np.testing.assert_allclose(got[0], emb.fine[:, 3, 4, 5].astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_miner_finds_true_point_and_beats_random(subjects: tuple[Subject, Subject]) -> None:
+    a, b = subjects
+    ea, eb = ideal_embedding(a), ideal_embedding(b)
+    check_embedding_geometry(a.volume, ea)
+    check_embedding_geometry(b.volume, eb)
+    miner = PairMiner(threshold=0.7, border_margin=8)
+    rng = np.random.default_rng(0)
+    sam_err, rnd_err = [], []
+    for _ in range(20):
+        pair = miner.pair(a.volume, b.volume, rng, "sam", ea, eb)
+        assert pair.accepted and pair.score > 0.7 and pair.tries >= 1
+        assert a.volume.image[0][tuple(pair.voxel_a)] > 0  # query in the foreground
+        sam_err.append(_error_mm(a, b, pair.voxel_a, pair.voxel_b))
+        r = miner.pair(a.volume, b.volume, rng, "random")
+        rnd_err.append(_error_mm(a, b, r.voxel_a, r.voxel_b))
+    # B's fine grid has 3 mm cells: the match is within about a cell of the truth
+    assert np.mean(sam_err) < 4.0, sam_err
+    assert np.mean(rnd_err) > 5 * np.mean(sam_err), (np.mean(sam_err), np.mean(rnd_err))
+
+
+def test_chunking_does_not_change_the_result(subjects: tuple[Subject, Subject]) -> None:
+    a, b = subjects
+    ea, eb = ideal_embedding(a), ideal_embedding(b)
+    for threshold in (0.7, 1.01):  # 1.01: nothing is accepted, the best of 100 tries is kept
+        results = []
+        for chunk in (1, 7, 100):
+            miner = PairMiner(threshold=threshold, border_margin=8, chunk=chunk)
+            results.append(miner.mine(a.volume, ea, b.volume, eb, np.random.default_rng(5)))
+        for r in results[1:]:
+            assert (r.voxel_a == results[0].voxel_a).all() and (r.voxel_b == results[0].voxel_b).all()
+            assert r.tries == results[0].tries and r.accepted == results[0].accepted
+            assert r.score == pytest.approx(results[0].score, abs=1e-5)
+    assert not results[0].accepted and results[0].tries == 100
+
+
+def test_same_and_random_modes(subjects: tuple[Subject, Subject]) -> None:
+    a, b = subjects
+    miner = PairMiner(border_margin=8)
+    same = miner.pair(a.volume, a.volume, np.random.default_rng(0), "same")
+    assert (same.voxel_a == same.voxel_b).all()
+    r = miner.pair(a.volume, b.volume, np.random.default_rng(0), "random")
+    assert b.volume.image[0][tuple(r.voxel_b)] > 0
+    assert np.isnan(r.score)
+    with pytest.raises(ValueError, match="pairing mode"):
+        miner.pair(a.volume, b.volume, np.random.default_rng(0), "nearest")
+
+
+def test_embedding_of_another_geometry_is_rejected(subjects: tuple[Subject, Subject]) -> None:
+    a, b = subjects
+    with pytest.raises(DataError, match=r"b\.nii\.gz.*does not match the scan's geometry"):
+        check_embedding_geometry(b.volume, ideal_embedding(a))
+
+
+def test_volume_without_foreground_is_rejected() -> None:
+    empty = Volume(np.zeros((1, 32, 32, 32), np.float32), np.eye(4), "empty.nii.gz")
+    with pytest.raises(DataError, match=r"empty\.nii\.gz: no voxel above the foreground threshold"):
+        PairMiner().foreground(empty)
+
+
+def test_margin_shrinks_on_small_axes() -> None:
+    img = np.zeros((1, 40, 40, 10), np.float32)
+    img[0, 18:22, 18:22, 4:6] = 1  # 32 voxels inside the margins
+    img[0, 2, 20, 5] = 1  # too close to the x border (margin 16)
+    img[0, 20, 20, 1] = 1  # z has 10 slices: the margin shrinks to 4, slice 1 is still excluded
+    fg = PairMiner(border_margin=16).foreground(Volume(img, np.eye(4), "small.nii.gz"))
+    assert len(fg) == 32 and fg[:, 2].min() >= 4 and fg[:, 0].min() >= 16
