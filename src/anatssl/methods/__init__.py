@@ -4,5 +4,8 @@ from anatssl.methods.base import METHODS, SSLMethod, build_method, register_meth
 
 # registration: one import per method file
 from anatssl.methods import swinssl  # noqa: E402,F401  isort: skip
+from anatssl.methods import sam  # noqa: E402,F401  isort: skip
+from anatssl.methods import s2dc  # noqa: E402,F401  isort: skip
+from anatssl.methods import alice  # noqa: E402,F401  isort: skip
 
 __all__ = ["METHODS", "SSLMethod", "build_method", "register_method"]

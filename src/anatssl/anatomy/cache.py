@@ -1,0 +1,260 @@
+"""The SAM embedding cache: one ``.npz`` per scan, float16 fine/coarse maps with their grid geometry.
+
+Layout of a cache directory ``DIR`` (written by ``anatssl embed``)::
+
+    DIR/cache.json            # model run, weights hash, preprocessing preset (+ its hash), strides
+    DIR/<stem>-<key>.npz      # fine, coarse (float16), fine_affine, coarse_affine, meta (JSON)
+
+An entry is *fresh* when its recorded source hash (the scan file's bytes), weights hash and preset
+hash all equal the current ones; ``embed`` recomputes stale entries and skips fresh ones, and
+:meth:`EmbeddingCache.get` refuses stale or missing ones with a message that says what to run. Every
+file is written to a temporary name and renamed, so an interrupted ``embed`` never leaves a
+half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anatssl.anatomy.embedding import EmbeddingMap
+from anatssl.anatomy.sam_model import SAMNet, embed_tensor, grid_affine, load_sam_run
+from anatssl.config.loader import to_dict
+from anatssl.config.schema import DataConfig
+from anatssl.data.volume import Volume
+from anatssl.errors import DataError
+
+CACHE_FORMAT = "anatssl-sam-embeddings"
+CACHE_VERSION = 1
+MANIFEST = "cache.json"
+
+
+# -- hashes ---------------------------------------------------------------------------------------
+def source_hash(path: str | Path) -> str:
+    """sha256 (16 hex digits) of a scan's bytes; a DICOM folder hashes its files in name order."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"scan {path} does not exist")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def preset_hash(data: DataConfig) -> str:
+    """Hash of the preprocessing that decides the embedded grid and intensities (not workers / cache)."""
+    d = {k: v for k, v in to_dict(data).items() if k not in ("cache_dir", "num_workers")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- atomic files ---------------------------------------------------------------------------------
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_map(emap: EmbeddingMap, path: str | Path) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, fine=emap.fine.astype(np.float16), coarse=emap.coarse.astype(np.float16),
+             fine_affine=emap.fine_affine, coarse_affine=emap.coarse_affine,
+             meta=np.array(json.dumps(emap.meta)))
+    atomic_write_bytes(buf.getvalue(), Path(path))
+
+
+def load_map(path: str | Path) -> EmbeddingMap:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            emap = EmbeddingMap(z["fine"], z["coarse"], z["fine_affine"], z["coarse_affine"],
+                                json.loads(str(z["meta"])))
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"cannot read embedding {path}: {e}; delete it and re-run `anatssl embed`") from e
+    check_consistent(emap, str(path))
+    return emap
+
+
+# -- geometry -------------------------------------------------------------------------------------
+def check_consistent(emap: EmbeddingMap, where: str) -> None:
+    """The arrays must have the shapes their recorded volume geometry implies."""
+    if emap.fine.ndim != 4 or emap.coarse.ndim != 4 or emap.fine.shape[0] != emap.coarse.shape[0]:
+        raise DataError(f"{where}: embedding arrays have shapes {emap.fine.shape} / {emap.coarse.shape}; "
+                        "expected (D, X, Y, Z) each with the same D")
+    shape = emap.meta.get("volume_shape")
+    if shape is not None:
+        for key, arr in (("fine", emap.fine), ("coarse", emap.coarse)):
+            s = int(emap.meta[f"{key}_stride"])  # type: ignore[call-overload]
+            want = tuple(-(-int(n) // s) for n in shape)  # type: ignore[union-attr]
+            if tuple(arr.shape[1:]) != want:
+                raise DataError(f"{where}: {key} grid {tuple(arr.shape[1:])} does not fit a volume of "
+                                f"{tuple(shape)} at stride {s} (expected {want}); re-run `anatssl embed`")  # type: ignore[arg-type]
+
+
+def check_geometry(emap: EmbeddingMap, volume: Volume) -> None:
+    """Raise :class:`DataError` if ``emap`` was not computed on (a grid of) the same world box as ``volume``.
+
+    The world boxes of the embedded volume and of ``volume`` must agree within one fine-grid cell plus
+    one voxel per side (the embedding may come from a resampled copy of the scan).
+    """
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    vw = volume.voxel_to_world(corners * (np.asarray(volume.spatial_shape) - 1))
+    if "volume_affine" in emap.meta:
+        a = np.asarray(emap.meta["volume_affine"], dtype=np.float64)
+        shape = np.asarray(emap.meta["volume_shape"], dtype=np.float64)
+        ew = (corners * (shape - 1)) @ a[:3, :3].T + a[:3, 3]
+    else:
+        ew = EmbeddingMap.grid_to_world(emap.fine_affine, corners * (np.asarray(emap.fine_shape) - 1))
+    tol = np.linalg.norm(emap.fine_affine[:3, :3], axis=0).max() + max(volume.spacing) + 1e-3
+    off = max(np.abs(vw.min(0) - ew.min(0)).max(), np.abs(vw.max(0) - ew.max(0)).max())
+    if off > tol:
+        raise DataError(
+            f"the embedding of {emap.meta.get('source', '?')} is of another geometry than {volume.path}: the "
+            f"scan spans {np.round(vw.min(0), 1).tolist()}..{np.round(vw.max(0), 1).tolist()} mm, the "
+            f"embedding {np.round(ew.min(0), 1).tolist()}..{np.round(ew.max(0), 1).tolist()} mm (off by "
+            f"{off:.1f} mm > {tol:.1f} mm); it belongs to another scan or another preprocessing: "
+            "re-run `anatssl embed` with the same data preset"
+        )
+
+
+# -- embedding ------------------------------------------------------------------------------------
+def embed_volume(net: SAMNet, volume: Volume, window: int | None = 128, device: str | torch.device = "cpu",
+                 extra_meta: dict[str, Any] | None = None) -> EmbeddingMap:
+    """One preprocessed :class:`Volume` -> its :class:`EmbeddingMap` (float16, unit-norm, with affines)."""
+    x = torch.from_numpy(np.ascontiguousarray(volume.image, dtype=np.float32))[None].to(device)
+    fine, coarse = embed_tensor(net, x, window=window)
+    meta: dict[str, Any] = {
+        "source": str(volume.path),
+        "volume_shape": list(volume.spatial_shape),
+        "volume_affine": np.asarray(volume.affine, dtype=np.float64).tolist(),
+        "spacing": list(volume.spacing),
+        "fine_stride": net.fine_stride,
+        "coarse_stride": net.coarse_stride,
+        "embed_dim": net.embed_dim,
+    }
+    meta.update(extra_meta or {})
+    return EmbeddingMap(
+        fine=fine.cpu().numpy().astype(np.float16),
+        coarse=coarse.cpu().numpy().astype(np.float16),
+        fine_affine=grid_affine(volume.affine, net.fine_stride),
+        coarse_affine=grid_affine(volume.affine, net.coarse_stride),
+        meta=meta,
+    )
+
+
+class EmbeddingCache:
+    """Read (and write) a cache directory made by ``anatssl embed``.
+
+    ``EmbeddingCache(dir).get(volume_path)`` returns the fresh :class:`EmbeddingMap` of a scan, or
+    raises :class:`DataError` saying why not (no cache, no entry, stale entry, other geometry).
+    ``check_model=True`` also verifies that the recorded SAM run's weights have not changed since.
+    """
+
+    def __init__(self, root: str | Path, check_model: bool = True) -> None:
+        self.root = Path(root)
+        self.check_model = check_model
+        self._current_model_hash: str | None = None
+
+    # -- manifest --------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            raise DataError(f"{self.root} is not a SAM embedding cache (no {MANIFEST}); create it with "
+                            "`anatssl embed --model RUN --data PATH --out DIR`")
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{self.manifest_path} is corrupt ({e}); delete the cache and re-run `anatssl embed`"
+            ) from e
+        if m.get("format") != CACHE_FORMAT:
+            raise DataError(f"{self.manifest_path} is not a SAM embedding cache manifest")
+        return m  # type: ignore[no-any-return]
+
+    def write_manifest(self, model_run: str, model_hash: str, data: DataConfig, net: SAMNet) -> None:
+        m = {
+            "format": CACHE_FORMAT, "version": CACHE_VERSION, "model_run": str(Path(model_run).resolve()),
+            "model_hash": model_hash, "preset": to_dict(data), "preset_hash": preset_hash(data),
+            "fine_stride": net.fine_stride, "coarse_stride": net.coarse_stride, "embed_dim": net.embed_dim,
+        }
+        atomic_write_bytes(json.dumps(m, indent=1).encode(), self.manifest_path)
+
+    # -- entries ---------------------------------------------------------------------------------
+    def entry_path(self, volume_path: str | Path) -> Path:
+        p = Path(volume_path).resolve()
+        stem = p.name.split(".")[0] or "scan"
+        return self.root / f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:10]}.npz"
+
+    def stale_reason(self, volume_path: str | Path, model_hash: str, preset: str) -> str | None:
+        """None when the entry of ``volume_path`` is fresh for these hashes, else why not."""
+        path = self.entry_path(volume_path)
+        if not path.is_file():
+            return "missing"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+        except (OSError, ValueError, KeyError):
+            return "unreadable"
+        if meta.get("model_hash") != model_hash:
+            return "computed with other model weights"
+        if meta.get("preset_hash") != preset:
+            return "computed with another preprocessing preset"
+        if meta.get("source_hash") != source_hash(volume_path):
+            return "the scan file changed since"
+        return None
+
+    def put(self, volume_path: str | Path, emap: EmbeddingMap, model_hash: str, preset: str) -> Path:
+        """Store ``emap`` as the entry of ``volume_path``, stamped with the hashes that make it fresh."""
+        emap.meta.update({"source": str(volume_path), "source_hash": source_hash(volume_path),
+                          "model_hash": model_hash, "preset_hash": preset})
+        path = self.entry_path(volume_path)
+        save_map(emap, path)
+        return path
+
+    def _model_hash_now(self, manifest: dict[str, Any]) -> str | None:
+        if self._current_model_hash is None:
+            run = Path(manifest.get("model_run", ""))
+            if not run.exists():
+                return None  # the run was moved or deleted: nothing to compare with
+            _, _, self._current_model_hash = load_sam_run(run)
+        return self._current_model_hash
+
+    def get(self, volume_path: str | Path, volume: Volume | None = None) -> EmbeddingMap:
+        """The fresh embedding of ``volume_path``; with ``volume`` also check it covers that scan's grid."""
+        m = self.manifest()
+        redo = f"re-run `anatssl embed --model {m.get('model_run')} --data PATH --out {self.root}`"
+        reason = self.stale_reason(volume_path, m["model_hash"], m["preset_hash"])
+        if reason == "missing":
+            raise DataError(f"no embedding of {volume_path} in {self.root}; {redo} with a PATH that holds it")
+        if reason is not None:
+            raise DataError(f"the embedding of {volume_path} in {self.root} is stale ({reason}); {redo}")
+        if self.check_model:
+            now = self._model_hash_now(m)
+            if now is not None and now != m["model_hash"]:
+                raise DataError(f"the embeddings in {self.root} are stale: the weights of {m['model_run']} "
+                                f"changed since they were computed; {redo}")
+        emap = load_map(self.entry_path(volume_path))
+        if volume is not None:
+            check_geometry(emap, volume)
+        return emap

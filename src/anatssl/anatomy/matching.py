@@ -1,0 +1,123 @@
+"""Point matching with SAM embeddings: where is this point of scan A in scan B? (Yan et al., TMI 2022)
+
+For a query point p of A (world mm) the similarity over B's fine grid is
+
+    sim(q) = 1/2 ( <f_A(p), f_B(q)> + <c_A(p), c_B(q)> )
+
+with f_A(p), c_A(p) trilinearly interpolated at p and re-normalised, and the coarse cosine map of B
+upsampled to the fine grid through world coordinates (trilinear, so any pair of strides works). The
+match is the fine-grid argmax, reported in world mm; its score is the max similarity.
+
+Many queries are scored at once: one (n, M) matrix product per chunk of queries (M = fine voxels of
+B) for the fine term, one (n, Mc) product plus a ``grid_sample`` for the coarse term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anatssl.anatomy.embedding import EmbeddingMap
+from anatssl.errors import DataError
+
+
+def volume_box(emap: EmbeddingMap) -> tuple[np.ndarray, np.ndarray]:
+    """(4, 4) voxel -> world affine and (3,) shape of the volume the map was computed on.
+
+    Falls back to the fine grid itself for maps without that record (e.g. made by other code).
+    """
+    if "volume_affine" in emap.meta and "volume_shape" in emap.meta:
+        return (np.asarray(emap.meta["volume_affine"], dtype=np.float64),
+                np.asarray(emap.meta["volume_shape"], dtype=np.int64))
+    return np.asarray(emap.fine_affine, dtype=np.float64), np.asarray(emap.fine_shape, dtype=np.int64)
+
+
+def check_inside(emap: EmbeddingMap, points_world: np.ndarray, name: str = "A") -> None:
+    """Raise :class:`DataError` naming the first point that lies outside the embedded volume."""
+    affine, shape = volume_box(emap)
+    inv = np.linalg.inv(affine)
+    vox = points_world @ inv[:3, :3].T + inv[:3, 3]
+    out = np.any((vox < -0.5) | (vox > shape - 0.5), axis=1)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        lo = affine[:3, :3] @ np.full(3, -0.5) + affine[:3, 3]
+        hi = affine[:3, :3] @ (shape - 0.5) + affine[:3, 3]
+        raise DataError(
+            f"point {i} {np.round(points_world[i], 2).tolist()} mm (voxel {np.round(vox[i], 1).tolist()}) is "
+            f"outside volume {name} {emap.meta.get('source', '')} (voxels 0..{(shape - 1).tolist()}, world "
+            f"{np.round(np.minimum(lo, hi), 1).tolist()}..{np.round(np.maximum(lo, hi), 1).tolist()} mm)"
+        )
+
+
+def _norm_grid(frac: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """(..., 3) fractional (x, y, z) indices -> grid_sample coordinates ((z, y, x) order, align_corners)."""
+    size = torch.tensor(shape, dtype=frac.dtype)
+    return (2 * frac / (size - 1).clamp_min(1) - 1).flip(-1)
+
+
+def _sample(emb: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """(D, X, Y, Z), (N, 3) fractional indices -> (N, D) trilinear samples, border-clamped, unit-norm."""
+    g = _norm_grid(frac, tuple(emb.shape[1:])).view(1, -1, 1, 1, 3)
+    out = F.grid_sample(emb[None], g, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.normalize(out.view(emb.shape[0], -1).t(), dim=1)
+
+
+def query_embeddings(emap: EmbeddingMap, points_world: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3) world mm -> fine (N, D) and coarse (N, D) unit-norm embeddings at those points."""
+    fine = torch.from_numpy(np.asarray(emap.fine, dtype=np.float32))
+    coarse = torch.from_numpy(np.asarray(emap.coarse, dtype=np.float32))
+    ff = torch.from_numpy(EmbeddingMap.world_to_grid(emap.fine_affine, points_world))
+    cf = torch.from_numpy(EmbeddingMap.world_to_grid(emap.coarse_affine, points_world))
+    return _sample(fine, ff.float()), _sample(coarse, cf.float())
+
+
+def iter_similarity(
+    map_a: EmbeddingMap, map_b: EmbeddingMap, points_world: np.ndarray, chunk: int = 64
+) -> Iterator[torch.Tensor]:
+    """(N, 3) world points of A -> chunks of (n, M) similarity over B's M fine voxels (x-major)."""
+    pts = np.atleast_2d(np.asarray(points_world, dtype=np.float64))
+    check_inside(map_a, pts, "A")
+    if map_a.fine.shape[0] != map_b.fine.shape[0] or map_a.coarse.shape[0] != map_b.coarse.shape[0]:
+        raise DataError(f"embeddings of A and B have different widths ({map_a.fine.shape[0]} vs "
+                        f"{map_b.fine.shape[0]}); they come from different models")
+    qf, qc = query_embeddings(map_a, pts)
+    fshape = map_b.fine_shape
+    fb = torch.from_numpy(np.asarray(map_b.fine, dtype=np.float32)).reshape(map_b.fine.shape[0], -1)  # (D, M)
+    cb = torch.from_numpy(np.asarray(map_b.coarse, dtype=np.float32))  # (D, Cx, Cy, Cz)
+    cshape = tuple(cb.shape[1:])
+    # coarse-grid position of every fine voxel of B, through world coordinates
+    axes = [np.arange(n) for n in fshape]
+    gidx = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    world = EmbeddingMap.grid_to_world(map_b.fine_affine, gidx)
+    cfrac = EmbeddingMap.world_to_grid(map_b.coarse_affine, world)
+    grid = _norm_grid(torch.from_numpy(cfrac).float(), cshape).view(1, *fshape, 3)
+    cb_flat = cb.reshape(cb.shape[0], -1)
+    for s in range(0, len(pts), chunk):
+        sf = qf[s : s + chunk] @ fb  # (n, M)
+        sc = (qc[s : s + chunk] @ cb_flat).view(1, -1, *cshape)  # (1, n, Cx, Cy, Cz)
+        sc_up = F.grid_sample(sc, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        yield 0.5 * (sf + sc_up.view(sc.shape[1], -1))
+
+
+def similarity(map_a: EmbeddingMap, map_b: EmbeddingMap, points_world: np.ndarray) -> torch.Tensor:
+    """(N, 3) world points of A -> (N, Fx, Fy, Fz) similarity maps on B's fine grid."""
+    return torch.cat(list(iter_similarity(map_a, map_b, points_world))).view(-1, *map_b.fine_shape)
+
+
+def match_points(
+    map_a: EmbeddingMap, map_b: EmbeddingMap, points_world: np.ndarray, chunk: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) world mm points of A -> ((N, 3) world mm matches in B, (N,) scores in [-1, 1]).
+
+    Raises :class:`DataError` if a point lies outside A.
+    """
+    scores, flats = [], []
+    for sim in iter_similarity(map_a, map_b, points_world, chunk):
+        sc, fl = sim.max(dim=1)
+        scores.append(sc)
+        flats.append(fl)
+    idx = np.stack(np.unravel_index(torch.cat(flats).numpy(), map_b.fine_shape), -1)
+    return EmbeddingMap.grid_to_world(map_b.fine_affine, idx), torch.cat(scores).numpy().astype(np.float64)

@@ -1,0 +1,158 @@
+"""SAM's training views: two overlapping, independently augmented crops of one volume, and the exact
+voxel correspondence between them (Yan et al., IEEE TMI 2022, Sec. III-A).
+
+Each view ``v`` resamples the volume on its own output grid through a similarity transform
+
+    input_voxel = centre_v + scale_v * R_v @ (out_voxel - (C - 1) / 2)
+
+(``scale_v`` isotropic, ``R_v`` a small rotation about a random axis), so a point of view 1 maps to
+view 2 by composing one transform with the other's inverse: no approximation, no label needed.
+Intensity augmentation (contrast, brightness, Gaussian noise) is independent per view.
+
+Positive pairs are anchored on view 1's fine-embedding grid (stride 2, block-centred, see
+``sam_model``), preferably in the foreground (intensity above ``fg_threshold``: matching air to air
+teaches nothing), and their partners are fractional fine-grid positions of view 2.
+
+Runs in DataLoader workers: numpy + scipy only, all randomness from the given ``rng``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+
+from anatssl.data.volume import Volume
+from anatssl.errors import DataError
+
+FINE_STRIDE = 2
+
+
+def random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    """(3, 3) rotation by an angle uniform in [-max_deg, max_deg] about a uniformly random axis."""
+    if max_deg <= 0:
+        return np.eye(3)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis) + 1e-12
+    angle = np.deg2rad(rng.uniform(-max_deg, max_deg))
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)  # Rodrigues
+
+
+def foreground_voxels(image: np.ndarray, threshold: float, path: str) -> np.ndarray:
+    """(C, X, Y, Z) image -> (M, 3) int indices of voxels whose first channel exceeds ``threshold``."""
+    fg = np.argwhere(image[0] > threshold)
+    if len(fg) == 0:
+        raise DataError(
+            f"{path}: no voxel above the foreground threshold {threshold} (intensity range "
+            f"[{float(image.min()):.3g}, {float(image.max()):.3g}] after normalisation); check the "
+            f"modality preset (data.modality / data.hu_window) or lower the threshold"
+        )
+    return fg
+
+
+@dataclass
+class SAMViews:
+    """Picklable ``(volume, rng, source) -> dict`` of SAM's two views and their correspondence.
+
+    Returns (C = crop size, N = num_pairs):
+        ``view1``, ``view2``: (1, Cx, Cy, Cz) float32 augmented crops;
+        ``pts1``: (N, 3) float32 fine-grid indices in view 1 (integers);
+        ``pts2``: (N, 3) float32 fractional fine-grid indices of the partners in view 2;
+        ``valid``: (N,) bool, False for padding when the overlap holds fewer than N grid points;
+        ``grid2mm``: (3, 3) float32, a step on view 2's fine grid -> displacement in mm (for the
+        exclusion radius of the negatives).
+    """
+
+    crop_size: tuple[int, int, int] = (48, 48, 48)
+    num_pairs: int = 100
+    scale_range: tuple[float, float] = (0.8, 1.2)
+    """Output voxel = scale input voxels. SAM augments scale so embeddings do not encode voxel size."""
+    rotate_deg: float = 10.0
+    max_shift: float = 0.5
+    """Largest offset between the crop centres, as a fraction of the crop extent per axis (>= 50%
+    overlap per axis at 0.5)."""
+    contrast_range: tuple[float, float] = (0.85, 1.15)
+    brightness: float = 0.1
+    noise_std: float = 0.03
+    fg_threshold: float = 0.05
+
+    def __post_init__(self) -> None:
+        if any(c % FINE_STRIDE or c < 2 * FINE_STRIDE for c in self.crop_size):
+            raise ValueError(f"crop_size {self.crop_size} must be even and >= {2 * FINE_STRIDE}")
+        if self.num_pairs < 1:
+            raise ValueError(f"num_pairs must be >= 1, got {self.num_pairs}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must be 0 < lo <= hi, got {self.scale_range}")
+        if not 0 <= self.max_shift < 1:
+            raise ValueError(f"max_shift must be in [0, 1), got {self.max_shift}")
+
+    # -- geometry ----------------------------------------------------------------------------
+    def _transform(self, rng: np.random.Generator, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A view's (3,3) matrix and (3,) offset: input_voxel = A @ out_voxel + t."""
+        scale = rng.uniform(*self.scale_range)
+        a = scale * random_rotation(rng, self.rotate_deg)
+        half = (np.asarray(self.crop_size, dtype=np.float64) - 1) / 2
+        return a, centre - a @ half
+
+    def __call__(self, volume: Volume, rng: np.random.Generator, source: Any = None) -> dict[str, Any]:
+        img = np.asarray(volume.image, dtype=np.float32)
+        shape = np.asarray(img.shape[1:])
+        fg = foreground_voxels(img, self.fg_threshold, volume.path)
+        crop = np.asarray(self.crop_size, dtype=np.float64)
+
+        c1 = fg[rng.integers(len(fg))].astype(np.float64)
+        a1, t1 = self._transform(rng, c1)
+        shift = rng.uniform(-1, 1, size=3) * self.max_shift * crop * np.abs(np.diag(a1))
+        a2, t2 = self._transform(rng, c1 + shift)
+
+        views = [self._sample(img, a, t, rng) for a, t in ((a1, t1), (a2, t2))]
+
+        # fine grid of view 1 (block centres) -> input voxels -> view 2 voxels -> view 2 fine grid
+        fshape = (crop // FINE_STRIDE).astype(int)
+        g1 = np.stack(np.meshgrid(*[np.arange(n) for n in fshape], indexing="ij"), -1).reshape(-1, 3)
+        v1 = FINE_STRIDE * g1 + (FINE_STRIDE - 1) / 2
+        inp = v1 @ a1.T + t1
+        v2 = (inp - t2) @ np.linalg.inv(a2).T
+        g2 = (v2 - (FINE_STRIDE - 1) / 2) / FINE_STRIDE
+        in_view2 = np.all((g2 >= 0) & (g2 <= fshape - 1), axis=1)
+        in_volume = np.all((inp >= 0) & (inp <= shape - 1), axis=1)
+        ok = in_view2 & in_volume
+        vals = map_coordinates(img[0], inp.T, order=1, mode="constant", cval=0.0)
+        is_fg = ok & (vals > self.fg_threshold)
+        chosen = self._choose(rng, np.flatnonzero(is_fg), np.flatnonzero(ok & ~is_fg))
+        n = len(chosen)
+        pts1 = np.zeros((self.num_pairs, 3), np.float32)
+        pts2 = np.zeros((self.num_pairs, 3), np.float32)
+        valid = np.zeros(self.num_pairs, bool)
+        pts1[:n], pts2[:n], valid[:n] = g1[chosen], g2[chosen], True
+        spacing = np.asarray(volume.spacing, dtype=np.float64)
+        grid2mm = (spacing[:, None] * a2) * FINE_STRIDE
+        return {
+            "view1": views[0],
+            "view2": views[1],
+            "pts1": pts1,
+            "pts2": pts2,
+            "valid": valid,
+            "grid2mm": grid2mm.astype(np.float32),
+        }
+
+    def _choose(self, rng: np.random.Generator, fg_idx: np.ndarray, bg_idx: np.ndarray) -> np.ndarray:
+        """Up to ``num_pairs`` indices: foreground first, then other overlap points."""
+        take_fg = rng.permutation(fg_idx)[: self.num_pairs]
+        rest = self.num_pairs - len(take_fg)
+        take_bg = rng.permutation(bg_idx)[:rest] if rest > 0 else bg_idx[:0]
+        return np.concatenate([take_fg, take_bg]).astype(np.int64)
+
+    def _sample(self, img: np.ndarray, a: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Resample one view (trilinear, zero outside the volume) and augment its intensities."""
+        grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in self.crop_size], indexing="ij"))
+        coords = np.einsum("ij,jxyz->ixyz", a, grid) + t[:, None, None, None]
+        out = np.stack([map_coordinates(c, coords, order=1, mode="constant", cval=0.0) for c in img])
+        out = out * rng.uniform(*self.contrast_range) + rng.uniform(-self.brightness, self.brightness)
+        if self.noise_std > 0:
+            out = out + rng.normal(0, self.noise_std, size=out.shape)
+        return out.astype(np.float32)
