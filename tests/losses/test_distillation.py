@@ -7,7 +7,8 @@ import torch
 
 from anatssl.losses.distillation import CenteredDistillation, distillation_cross_entropy
 
-# 2 rows x 3 prototypes. By hand, row 1: (t - c) / 0.5 = [1, 4, 7] -> softmax [0.0023556, 0.0473142, 0.9503302];
+# 2 rows x 3 prototypes. By hand, row 1: (t - c) / 0.5 = [1, 4, 7]
+# -> softmax [0.0023556, 0.0473142, 0.9503302];
 # s / 0.5 = [0.6, 0.2, -0.4], logsumexp = ln(1.822119 + 1.221403 + 0.670320) = 1.312065
 # -> H = 0.0023556 * 0.712065 + 0.0473142 * 1.112065 + 0.9503302 * 1.712065 = 1.681323.
 # Row 2: (t - c) / 0.5 = [-1, 0, 3] -> softmax [0.0171478, 0.0466126, 0.9362396]; s / 0.5 = [2, 0, 0],

@@ -1,0 +1,274 @@
+"""Cross-patient anatomical pair mining for Alice (Jiang et al., ICCV 2023, sec. 3.1).
+
+Given volume A, its partner B and their SAM embedding maps (fine + coarse, unit-norm; Yan et al.,
+IEEE TMI 2022), draw a query voxel p in A's foreground and find the voxel p' of B that shows the same
+anatomy: ``p' = argmax_q  1/2 (<f_A(p), f_B(q)> + <c_A(p), c_B(q)>)`` over B's fine grid, the coarse
+cosine map being upsampled (trilinearly, through world coordinates) to the fine grid. A match is
+accepted when its score exceeds ``threshold`` (0.7, the public code's value); otherwise another p is
+drawn, up to ``max_tries`` (100), and the best try is kept.
+
+Geometry is exact: a voxel index of A goes to world mm through ``Volume.affine`` and to a fractional
+embedding-grid index through ``EmbeddingMap.world_to_grid``; the matched fine-grid index of B comes
+back the same way (:func:`grid_to_voxel`). Spacing, stride, origin and orientation are all in the
+affines, so scans of any spacing and orientation pair up correctly.
+
+Speed: the public code scores one query at a time against similarity maps upsampled to the full
+volume. Here the query candidates are all drawn up front (so the result does not depend on how they
+are batched) and scored in chunks with one matrix product on B's fine grid, the coarse map being
+interpolated with a precomputed 8-neighbour table (``benchmarks/bench_pair_mining.py`` measures both).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from anatssl.anatomy.embedding import EmbeddingMap
+from anatssl.data.volume import Volume
+from anatssl.errors import DataError
+
+PAIRING_MODES = ("sam", "random", "same")
+
+
+@dataclass
+class MinedPair:
+    """One anatomical pair: voxel ``voxel_a`` of A shows the same anatomy as voxel ``voxel_b`` of B."""
+
+    voxel_a: np.ndarray
+    """(3,) int64 voxel index in A."""
+    voxel_b: np.ndarray
+    """(3,) int64 voxel index in B."""
+    score: float
+    """Similarity of the kept match (nan for ``random`` / ``same`` pairing)."""
+    tries: int
+    """Queries scored before acceptance (``max_tries`` when none was accepted)."""
+    accepted: bool
+
+
+def voxel_to_grid(volume: Volume, grid_affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    """(..., 3) voxel indices of ``volume`` -> (..., 3) fractional indices of an embedding grid."""
+    return EmbeddingMap.world_to_grid(grid_affine, volume.voxel_to_world(ijk))
+
+
+def grid_to_voxel(volume: Volume, grid_affine: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(..., 3) embedding-grid indices -> (..., 3) fractional voxel indices of ``volume``."""
+    return volume.world_to_voxel(EmbeddingMap.grid_to_world(grid_affine, idx))
+
+
+def _trilinear_table(frac: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) fractional indices into a grid of ``shape`` -> (N, 8) flat corner indices and weights.
+
+    Coordinates outside the grid are clamped to its border (edge replication).
+    """
+    hi = np.asarray(shape, dtype=np.float64) - 1
+    f = np.clip(frac, 0.0, hi)
+    i0 = np.floor(f).astype(np.int64)
+    i0 = np.minimum(i0, np.maximum(hi.astype(np.int64) - 1, 0))
+    t = f - i0
+    idx = np.empty((f.shape[0], 8), dtype=np.int64)
+    w = np.empty((f.shape[0], 8), dtype=np.float32)
+    n = 0
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                c = np.minimum(i0 + np.array([dx, dy, dz]), hi.astype(np.int64))
+                idx[:, n] = np.ravel_multi_index((c[:, 0], c[:, 1], c[:, 2]), shape)
+                w[:, n] = ((t[:, 0] if dx else 1 - t[:, 0]) * (t[:, 1] if dy else 1 - t[:, 1])
+                           * (t[:, 2] if dz else 1 - t[:, 2]))
+                n += 1
+    return idx, w
+
+
+def sample_embedding(grid: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """(D, X, Y, Z) unit-norm map sampled trilinearly at (K, 3) fractional indices -> (K, D), renormalised."""
+    d = grid.shape[0]
+    idx, w = _trilinear_table(np.atleast_2d(frac), grid.shape[1:])
+    flat = grid.reshape(d, -1)
+    out = np.einsum("dkc,kc->kd", flat[:, idx].astype(np.float32), w)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
+
+
+def check_embedding_geometry(volume: Volume, emb: EmbeddingMap) -> None:
+    """Raise a DataError when ``emb`` was not computed on this scan's geometry (another scan, other crop).
+
+    The world bounding box of the volume and of the fine grid must agree within one fine-grid cell plus
+    one voxel per side (the fine grid has stride 2 on a possibly resampled copy of the scan).
+    """
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    vshape = np.asarray(volume.spatial_shape, dtype=np.float64) - 1
+    fshape = np.asarray(emb.fine_shape, dtype=np.float64) - 1
+    vw = volume.voxel_to_world(corners * vshape)
+    fw = EmbeddingMap.grid_to_world(emb.fine_affine, corners * fshape)
+    tol = np.linalg.norm(emb.fine_affine[:3, :3], axis=0).max() + max(volume.spacing) + 1e-3
+    dmin = np.abs(vw.min(0) - fw.min(0)).max()
+    dmax = np.abs(vw.max(0) - fw.max(0)).max()
+    if max(dmin, dmax) > tol:
+        raise DataError(
+            f"the SAM embedding of {volume.path} does not match the scan's geometry: the scan spans "
+            f"{np.round(vw.min(0), 1).tolist()}..{np.round(vw.max(0), 1).tolist()} mm but the embedding grid "
+            f"{np.round(fw.min(0), 1).tolist()}..{np.round(fw.max(0), 1).tolist()} mm (off by "
+            f"{max(dmin, dmax):.1f} mm > {tol:.1f} mm). The embedding belongs to another scan or another "
+            "preprocessing (spacing / foreground crop); recompute the cache with `anatssl embed`."
+        )
+
+
+class _FineIndex:
+    """B's embeddings laid out for scoring many queries at once (float32 fine rows + coarse upsampling)."""
+
+    def __init__(self, emb: EmbeddingMap) -> None:
+        d = emb.fine.shape[0]
+        self.fine_shape = emb.fine_shape
+        self.fine = np.ascontiguousarray(emb.fine.reshape(d, -1).T, dtype=np.float32)  # (Nf, D)
+        dc = emb.coarse.shape[0]
+        self.coarse = np.ascontiguousarray(emb.coarse.reshape(dc, -1).T, dtype=np.float32)  # (Nc, D)
+        axes = [np.arange(s) for s in self.fine_shape]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        world = EmbeddingMap.grid_to_world(emb.fine_affine, grid)
+        frac = EmbeddingMap.world_to_grid(emb.coarse_affine, world)
+        self.up_idx, self.up_w = _trilinear_table(frac, emb.coarse.shape[1:])  # (Nf, 8)
+
+    def scores(self, fq: np.ndarray, cq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, D) fine and coarse query vectors -> best fine-grid flat index (K,) and its score (K,)."""
+        sim_c = self.coarse @ cq.T  # (Nc, K)
+        sim = self.fine @ fq.T  # (Nf, K)
+        for n in range(8):
+            sim += sim_c[self.up_idx[:, n]] * self.up_w[:, n : n + 1]
+        sim *= 0.5
+        best = sim.argmax(axis=0)
+        return best, sim[best, np.arange(sim.shape[1])]
+
+
+class PairMiner:
+    """Finds cross-patient anatomical pairs (see the module docstring).
+
+    ``border_margin`` (voxels) keeps the query away from the volume border so that its crop is mostly
+    inside the scan (64^3 crops: 16 keeps at least 3/4 of each side inside); on an axis shorter than
+    twice the margin the margin shrinks to what fits. ``foreground_threshold`` is in normalised
+    intensity (CT windowed to [0, 1]: 0 is the window floor; 0.05 ignores noise in air).
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.7,
+        max_tries: int = 100,
+        border_margin: int = 16,
+        foreground_threshold: float = 0.05,
+        chunk: int = 16,
+        cache_size: int = 4,
+    ) -> None:
+        if max_tries < 1:
+            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+        if border_margin < 0:
+            raise ValueError(f"border_margin must be >= 0, got {border_margin}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.threshold = threshold
+        self.max_tries = max_tries
+        self.border_margin = border_margin
+        self.foreground_threshold = foreground_threshold
+        self.chunk = chunk
+        self.cache_size = cache_size
+        self._fg: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._index: OrderedDict[str, _FineIndex] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, object]:  # caches stay in the process that built them
+        state = dict(self.__dict__)
+        state["_fg"], state["_index"] = OrderedDict(), OrderedDict()
+        return state
+
+    def _remember(self, table: OrderedDict, key: str, value: object) -> None:  # type: ignore[type-arg]
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.cache_size:
+            table.popitem(last=False)
+
+    # -- query candidates ---------------------------------------------------------------------
+    def foreground(self, volume: Volume) -> np.ndarray:
+        """(M, 3) int64 voxels of ``volume`` above the threshold and inside the border margin."""
+        key = volume.path
+        if key != "<memory>" and key in self._fg:
+            self._fg.move_to_end(key)
+            return self._fg[key]
+        shape = np.asarray(volume.spatial_shape)
+        margin = np.minimum(self.border_margin, (shape - 1) // 2)
+        inner = volume.image[0, margin[0] : shape[0] - margin[0], margin[1] : shape[1] - margin[1],
+                             margin[2] : shape[2] - margin[2]]
+        fg = np.argwhere(inner > self.foreground_threshold) + margin
+        if len(fg) == 0:
+            raise DataError(
+                f"{volume.path}: no voxel above the foreground threshold {self.foreground_threshold} "
+                f"(normalised intensity) at least {self.border_margin} voxels from the border; Alice draws "
+                "its query points there. Check the intensity preset (data.modality, data.hu_window) or "
+                "lower alice.foreground_threshold / alice.border_margin, or remove the scan."
+            )
+        if key != "<memory>":
+            self._remember(self._fg, key, fg)
+        return fg
+
+    def _fine_index(self, volume: Volume, emb: EmbeddingMap) -> _FineIndex:
+        key = volume.path
+        if key != "<memory>" and key in self._index:
+            self._index.move_to_end(key)
+            return self._index[key]
+        index = _FineIndex(emb)
+        if key != "<memory>":
+            self._remember(self._index, key, index)
+        return index
+
+    # -- pairing ------------------------------------------------------------------------------
+    def pair(
+        self,
+        vol_a: Volume,
+        vol_b: Volume,
+        rng: np.random.Generator,
+        mode: str = "sam",
+        emb_a: EmbeddingMap | None = None,
+        emb_b: EmbeddingMap | None = None,
+    ) -> MinedPair:
+        """One pair (p in A, p' in B) by ``mode``: ``sam`` (embedding match), ``random``, ``same``."""
+        if mode not in PAIRING_MODES:
+            raise ValueError(f"pairing mode {mode!r}; valid: {', '.join(PAIRING_MODES)}")
+        fg_a = self.foreground(vol_a)
+        if mode == "same":
+            p = fg_a[rng.integers(len(fg_a))]
+            return MinedPair(p.copy(), p.copy(), float("nan"), 1, True)
+        if mode == "random":
+            p = fg_a[rng.integers(len(fg_a))]
+            fg_b = self.foreground(vol_b)
+            return MinedPair(p.copy(), fg_b[rng.integers(len(fg_b))].copy(), float("nan"), 1, True)
+        if emb_a is None or emb_b is None:
+            raise ValueError("pairing mode 'sam' needs the embedding maps of both volumes")
+        return self.mine(vol_a, emb_a, vol_b, emb_b, rng)
+
+    def mine(
+        self, vol_a: Volume, emb_a: EmbeddingMap, vol_b: Volume, emb_b: EmbeddingMap, rng: np.random.Generator
+    ) -> MinedPair:
+        """SAM pairing: candidates drawn up front, scored ``chunk`` at a time; first accepted wins."""
+        fg_a = self.foreground(vol_a)
+        cand = fg_a[rng.integers(len(fg_a), size=self.max_tries)]  # (T, 3)
+        index = self._fine_index(vol_b, emb_b)
+        best_score, best_i, best_flat = -np.inf, 0, 0
+        for start in range(0, self.max_tries, self.chunk):
+            pts = cand[start : start + self.chunk]
+            fq = sample_embedding(emb_a.fine, voxel_to_grid(vol_a, emb_a.fine_affine, pts))
+            cq = sample_embedding(emb_a.coarse, voxel_to_grid(vol_a, emb_a.coarse_affine, pts))
+            flat, score = index.scores(fq, cq)
+            ok = np.flatnonzero(score > self.threshold)
+            if len(ok):
+                i = int(ok[0])
+                return self._result(vol_a, cand[start + i], vol_b, emb_b, int(flat[i]), float(score[i]),
+                                    start + i + 1, True)
+            j = int(score.argmax())
+            if score[j] > best_score:
+                best_score, best_i, best_flat = float(score[j]), start + j, int(flat[j])
+        return self._result(vol_a, cand[best_i], vol_b, emb_b, best_flat, best_score, self.max_tries, False)
+
+    @staticmethod
+    def _result(vol_a: Volume, p: np.ndarray, vol_b: Volume, emb_b: EmbeddingMap, flat: int, score: float,
+                tries: int, accepted: bool) -> MinedPair:
+        g = np.array(np.unravel_index(flat, emb_b.fine_shape), dtype=np.float64)
+        vb = np.rint(grid_to_voxel(vol_b, emb_b.fine_affine, g)).astype(np.int64)
+        vb = np.clip(vb, 0, np.asarray(vol_b.spatial_shape) - 1)
+        return MinedPair(np.asarray(p, dtype=np.int64).copy(), vb, score, tries, accepted)

@@ -1,0 +1,145 @@
+"""Alice's views: a cross-patient anatomical crop pair with block masks (Jiang et al., ICCV 2023).
+
+For one sample (volume A): draw a partner B from the rest of the training set, mine a pair of voxels
+(p in A, p' in B) showing the same anatomy (:mod:`anatssl.anatomy.pairing`), cut ``crop_size^3``
+crops Q around p and K around p' (zero-padded where they leave the scan), apply light augmentation to
+each, and draw an independent block mask per crop. The masks are applied by the method (student
+input ``x * ~mask``); the teacher and the reconstruction target use the unmasked crops.
+
+Output (one sample; the engine stacks samples into a batch):
+    ``q``, ``k``: (C, S, S, S) float32 crops;  ``q_mask``, ``k_mask``: (S, S, S) bool, True = masked;
+    ``pair_score``: () float32 (nan unless ``pairing="sam"``); ``pair_accepted``: () float32 0/1;
+    ``p_a``, ``p_b``: (3,) int64 crop centres (voxel indices in A and B).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from anatssl.anatomy.embedding import EmbeddingMap
+from anatssl.anatomy.pairing import PAIRING_MODES, PairMiner, check_embedding_geometry
+from anatssl.data.volume import Volume
+from anatssl.errors import DataError
+from anatssl.methods.base import VolumeProvider
+from anatssl.views.masks import MASK_SHAPES, block_mask
+
+
+def crop_around(image: np.ndarray, center: np.ndarray, size: int) -> np.ndarray:
+    """(C, X, Y, Z) -> (C, size, size, size) crop whose voxel ``size // 2`` is ``center``; zeros outside."""
+    c = np.asarray(center, dtype=np.int64)
+    start = c - size // 2
+    shape = np.asarray(image.shape[1:])
+    out = np.zeros((image.shape[0], size, size, size), dtype=np.float32)
+    lo = np.maximum(start, 0)
+    hi = np.minimum(start + size, shape)
+    if np.any(hi <= lo):
+        return out
+    dst_lo = lo - start
+    dst_hi = dst_lo + (hi - lo)
+    out[:, dst_lo[0] : dst_hi[0], dst_lo[1] : dst_hi[1], dst_lo[2] : dst_hi[2]] = image[
+        :, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]
+    ]
+    return out
+
+
+def light_augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(C, S, S, S) -> same shape: the Swin-UNETR / Alice pretraining transforms.
+
+    Random flip of each axis (p = 0.2), rotation by k * 90 degrees in the axial (X, Y) plane (p = 0.2),
+    intensity shift by U(-0.1, 0.1) (p = 0.5); the public code computes these and forgets to apply them.
+    """
+    out = crop
+    for axis in (1, 2, 3):
+        if rng.random() < 0.2:
+            out = np.flip(out, axis=axis)
+    if rng.random() < 0.2:
+        out = np.rot90(out, k=int(rng.integers(1, 4)), axes=(1, 2))
+    if rng.random() < 0.5:
+        out = out + np.float32(rng.uniform(-0.1, 0.1))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class AliceViews:
+    """The picklable ``views`` callable of :class:`anatssl.methods.alice.Alice` (see the module docstring)."""
+
+    def __init__(
+        self,
+        crop_size: int = 64,
+        pairing: str = "sam",
+        embeddings_dir: str | None = None,
+        miner: PairMiner | None = None,
+        mask_patch: int = 16,
+        mask_ratio: float = 0.75,
+        mask_shape: str = "cube",
+        augment: bool = True,
+    ) -> None:
+        if pairing not in PAIRING_MODES:
+            raise ValueError(f"pairing {pairing!r}; valid: {', '.join(PAIRING_MODES)}")
+        if mask_shape not in MASK_SHAPES:
+            raise ValueError(f"mask shape {mask_shape!r}; valid: {', '.join(MASK_SHAPES)}")
+        if crop_size % mask_patch:
+            raise ValueError(f"crop_size {crop_size} must be a multiple of mask_patch {mask_patch}")
+        if pairing == "sam" and not embeddings_dir:
+            raise ValueError("pairing 'sam' needs an embeddings directory")
+        self.crop_size = crop_size
+        self.pairing = pairing
+        self.embeddings_dir = embeddings_dir
+        self.miner = miner or PairMiner()
+        self.mask_patch, self.mask_ratio, self.mask_shape = mask_patch, mask_ratio, mask_shape
+        self.augment = augment
+        self._cache: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
+
+    def embedding(self, volume: Volume) -> EmbeddingMap:
+        """The cached SAM embedding of ``volume``, checked against its geometry."""
+        if self._cache is None:
+            from anatssl.anatomy.cache import EmbeddingCache
+
+            self._cache = EmbeddingCache(self.embeddings_dir)
+        emb = self._cache.get(volume.path)
+        check_embedding_geometry(volume, emb)
+        return emb
+
+    def partner(self, volume: Volume, rng: np.random.Generator, source: VolumeProvider) -> Volume:
+        """A partner drawn uniformly from the other volumes of the training set."""
+        if self.pairing == "same":
+            return volume
+        n = len(source)
+        if n < 2:
+            raise DataError(f"Alice pairing {self.pairing!r} needs at least 2 training volumes, got {n}; "
+                            "add scans or use alice.pairing=same")
+        j = int(rng.integers(n))
+        other = source.load(j)
+        if other.path == volume.path:
+            other = source.load((j + 1 + int(rng.integers(n - 1))) % n)
+        return other
+
+    def __call__(self, volume: Volume, rng: np.random.Generator, source: VolumeProvider) -> dict[str, Any]:
+        vol_b = self.partner(volume, rng, source)
+        emb_a = emb_b = None
+        if self.pairing == "sam":
+            emb_a, emb_b = self.embedding(volume), self.embedding(vol_b)
+        pair = self.miner.pair(volume, vol_b, rng, self.pairing, emb_a, emb_b)
+        q = crop_around(volume.image, pair.voxel_a, self.crop_size)
+        k = crop_around(vol_b.image, pair.voxel_b, self.crop_size)
+        if self.augment:
+            q, k = light_augment(q, rng), light_augment(k, rng)
+        shape = (self.crop_size,) * 3
+        mq, mk = (block_mask(shape, self.mask_patch, self.mask_ratio, self.mask_shape, rng) for _ in range(2))
+        return {
+            "q": torch.from_numpy(q),
+            "k": torch.from_numpy(k),
+            "q_mask": torch.from_numpy(mq),
+            "k_mask": torch.from_numpy(mk),
+            "pair_score": torch.tensor(pair.score, dtype=torch.float32),
+            "pair_accepted": torch.tensor(float(pair.accepted)),
+            "p_a": torch.from_numpy(pair.voxel_a),
+            "p_b": torch.from_numpy(pair.voxel_b),
+        }
