@@ -1,0 +1,55 @@
+"""``anatssl export``: write a pretraining run's encoder for MONAI / Swin-UNETR or as safetensors."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+EPILOG = """\
+examples:
+  anatssl export --run runs/swinssl --format monai-swinunetr --out swinssl_swinunetr.pt
+  anatssl export --run runs/alice --format safetensors --out alice.safetensors
+
+Loading the monai-swinunetr file in MONAI:
+  sd = torch.load("swinssl_swinunetr.pt", weights_only=True)["state_dict"]
+  net = SwinUNETR(in_channels=1, out_channels=K, feature_size=48)   # the run's model.* settings
+  net.load_state_dict(sd, strict=False)      # missing: out.* only (the new segmentation head)
+  # or just the encoder, strictly:
+  net.swinViT.load_state_dict({k[8:]: v for k, v in sd.items() if k.startswith("swinViT.")})
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="export a run's encoder (MONAI SwinUNETR state dict or safetensors)",
+        description="Export the backbone of a pretraining run. Keys are MONAI SwinUNETR names "
+        "(swinViT.*, encoder1..4, encoder10, decoder1..5; the SSL reconstruction conv is dropped). "
+        "The file also records the run's model settings, method and step.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--run", required=True, help="a pretraining run directory (with checkpoints/last.pt)")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["monai-swinunetr", "safetensors"],
+        help="monai-swinunetr: torch file {'state_dict': ..., 'anatssl': meta} (swin backbone "
+        "only); safetensors: the same tensors, meta in the file's metadata (any backbone)",
+    )
+    p.add_argument("--out", required=True, help="file to write (.pt / .safetensors)")
+    p.add_argument(
+        "--encoder-only",
+        action="store_true",
+        help="write only the Swin encoder (swinViT.*), as Tang et al.'s model_swinvit.pt",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from anatssl.downstream.weights import export_run
+
+    path, n = export_run(args.run, args.format, args.out, encoder_only=args.encoder_only)
+    print(f"wrote {n} tensors to {path}")
+    return 0

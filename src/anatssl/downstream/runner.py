@@ -1,0 +1,27 @@
+"""One entry point for every fine-tuning task: ``run_finetune(cfg, data, init, out) -> metrics``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from anatssl.downstream.config import FinetuneConfig
+from anatssl.downstream.weights import InitSource, resolve_init
+
+
+def run_finetune(
+    cfg: FinetuneConfig, data: str | Path, init: InitSource | str, out_dir: str | Path
+) -> dict[str, Any]:
+    """Dispatch on ``cfg.task`` (segmentation | classification | probe); writes ``out_dir/metrics.json``."""
+    init = resolve_init(init) if isinstance(init, str) else init
+    if cfg.task == "segmentation":
+        from anatssl.downstream.segmentation import finetune_segmentation
+
+        return finetune_segmentation(cfg, data, init, out_dir)
+    if cfg.task == "classification":
+        from anatssl.downstream.classification import finetune_classification
+
+        return finetune_classification(cfg, data, init, out_dir)
+    from anatssl.downstream.probe import run_probe
+
+    return run_probe(cfg, data, init, out_dir)
