@@ -17,6 +17,8 @@ from anatssl.errors import AnatsslError
 COMMANDS = [
     "synth",
     "pretrain",
+    "finetune",
+    "export",
     "quickstart",
 ]
 
