@@ -158,3 +158,26 @@ def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
 def test_grad_accumulation_matches_a_double_batch_in_sample_count(tmp_path: Path) -> None:
     pretrain(_cfg("train.max_steps=2", "train.grad_accum=2", "train.batch_size=1"), MemorySource(), tmp_path / "r")
     assert len(_rows(tmp_path / "r")) == 2
+
+
+class _OneBad(MemorySource):
+    def load(self, index: int):  # type: ignore[no-untyped-def]
+        if index == 1:
+            from anatssl.errors import DataError
+
+            raise DataError("mem_1.nii.gz: truncated gzip stream; re-export the scan or remove it")
+        return super().load(index)
+
+
+def test_a_scan_that_fails_mid_run_is_skipped_with_a_warning(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    logger = logging.getLogger("anatssl")
+    logger.addHandler(caplog.handler)
+    try:
+        pretrain(_cfg("train.max_steps=3"), _OneBad(), tmp_path / "r")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert len(_rows(tmp_path / "r")) == 3
+    warnings = [r.getMessage() for r in caplog.records if "skipping a bad scan" in r.getMessage()]
+    assert len(warnings) == 1 and "mem_1.nii.gz" in warnings[0]

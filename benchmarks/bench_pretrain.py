@@ -1,0 +1,89 @@
+"""Time per pretraining step and peak memory of any method at a preset, through the real trainer.
+
+    python benchmarks/bench_pretrain.py --method swinssl --preset tiny --steps 6
+    python benchmarks/bench_pretrain.py --method swinssl --preset base --steps 3 --set train.batch_size=2
+
+Each configuration runs in a fresh subprocess so that peak memory (max RSS on CPU, the CUDA
+allocator's peak on GPU) belongs to that configuration alone. The first step (allocator warm-up,
+lazy initialisation) is excluded from the mean. Data: synthetic phantoms made by ``anatssl synth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[5]))
+from anatssl.config import load_pretrain_config
+from anatssl.engine.trainer import pretrain
+overrides = json.loads(sys.argv[4]) + ["train.progress=false", "train.tensorboard=false",
+                                       f"train.max_steps={sys.argv[3]}", "train.ckpt_every=100000"]
+cfg = load_pretrain_config(sys.argv[1], sys.argv[2], None, overrides)
+pretrain(cfg, sys.argv[6], sys.argv[7])
+rows = [json.loads(l) for l in open(sys.argv[7] + "/metrics.jsonl")]
+peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+print("RESULT " + json.dumps({"seconds": [r["seconds"] for r in rows],
+      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cuda_mb": peak_cuda,
+      "loss": rows[-1]["loss"]}))
+"""
+
+
+def run_one(method: str, preset: str, steps: int, overrides: list[str], threads: int, data: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, method, preset, str(steps), json.dumps(overrides), str(threads),
+             str(data), str(Path(tmp) / "run")],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+        )
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-4000:])
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    res = json.loads(line[len("RESULT "):])
+    timed = res["seconds"][1:] or res["seconds"]
+    res["step_s"] = statistics.mean(timed)
+    res["step_s_std"] = statistics.pstdev(timed)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", default="swinssl")
+    ap.add_argument("--preset", nargs="+", default=["tiny", "base"])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run")
+    ap.add_argument("--data", help="a dataset (default: 4 synthetic 96^3 phantoms in a temp dir)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+
+    tmp = tempfile.TemporaryDirectory()
+    data = Path(args.data) if args.data else Path(tmp.name) / "synth"
+    if not args.data:
+        subprocess.run([sys.executable, "-m", "anatssl.cli.main", "synth", "--out", str(data), "--n", "4",
+                        "--seed", "0", "--size", "96"], check=True, capture_output=True)
+    results = []
+    for preset in args.preset:
+        res = run_one(args.method, preset, args.steps, args.set, args.threads, data)
+        res.update(method=args.method, preset=preset, overrides=args.set)
+        results.append(res)
+    print("| method | preset | overrides | step (s) | peak RSS (MiB) | peak CUDA (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        cuda = f"{r['cuda_mb']:.0f}" if r["cuda_mb"] is not None else "-"
+        print(f"| {r['method']} | {r['preset']} | {' '.join(r['overrides']) or '-'} | "
+              f"{r['step_s']:.2f} +- {r['step_s_std']:.2f} | {r['rss_mb']:.0f} | {cuda} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
