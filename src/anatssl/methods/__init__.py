@@ -7,5 +7,6 @@ from anatssl.methods import swinssl  # noqa: E402,F401  isort: skip
 from anatssl.methods import sam  # noqa: E402,F401  isort: skip
 from anatssl.methods import s2dc  # noqa: E402,F401  isort: skip
 from anatssl.methods import alice  # noqa: E402,F401  isort: skip
+from anatssl.methods import simmim  # noqa: E402,F401  isort: skip
 
 __all__ = ["METHODS", "SSLMethod", "build_method", "register_method"]
