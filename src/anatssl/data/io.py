@@ -24,6 +24,7 @@ image (nothing to learn from), a DICOM folder holding several series.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -89,7 +90,8 @@ def _make_reader(path: Path) -> Any:
         _require_pydicom(path)
         from monai.data import PydicomReader
 
-        return PydicomReader(fname_regex=None)  # None: keep every file pydicom recognises as DICOM
+        # None (documented by MONAI, typed as str): keep every file pydicom recognises as DICOM
+        return PydicomReader(fname_regex=None)  # type: ignore[arg-type]
     suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
         from monai.data import NibabelReader
@@ -155,7 +157,7 @@ def _decode(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray, dict[str, An
             "volumes with at least 2 voxels along each of 3 axes. Remove it or supply the whole series"
         )
     affine = np.asarray(meta.pop("affine"), dtype=np.float64)  # voxel -> RAS world mm (readers convert LPS)
-    tensor = MetaTensor(torch.as_tensor(array), affine=torch.as_tensor(affine), meta=meta)
+    tensor: Any = MetaTensor(torch.as_tensor(array), affine=torch.as_tensor(affine), meta=meta)
     tensor = EnsureChannelFirst()(tensor)
     if tensor.ndim != 4:
         raise DataError(
@@ -289,3 +291,34 @@ def check_same_grid(image: Volume, label: Volume, atol_mm: float = 1e-2) -> None
             f"label {label.path} and image {image.path} have different voxel->world affines (max difference "
             f"{err:.3g} mm); resample the label onto the image grid or fix its header"
         )
+
+
+def read_landmarks(path: str | Path) -> dict[str, list[float]]:
+    """A landmarks JSON -> ``{name: [x, y, z]}`` in RAS world millimetres.
+
+    Accepted: ``{"name": [x, y, z], ...}`` or the same dict under a ``"landmarks"`` key (room for other
+    keys beside it). Coordinates are world (mm, RAS, the NIfTI convention), not voxel indices, so they
+    survive reorientation, resampling and cropping unchanged.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read landmarks {path}: {e}") from e
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"landmarks {path} is not valid JSON (line {e.lineno}: {e.msg}); fix the syntax"
+        ) from e
+    if isinstance(data, dict) and isinstance(data.get("landmarks"), dict):
+        data = data["landmarks"]
+    if not isinstance(data, dict):
+        raise DataError(f'landmarks {path} must be a JSON object {{"name": [x, y, z], ...}} (world mm, RAS)')
+    out = {}
+    for name, xyz in data.items():
+        ok = isinstance(xyz, list) and len(xyz) == 3 and all(isinstance(v, int | float) for v in xyz)
+        if not ok or not np.isfinite(np.asarray(xyz, dtype=np.float64)).all():
+            raise DataError(
+                f"landmarks {path}: {name!r} is {xyz!r}; expected [x, y, z] world mm (3 finite numbers)"
+            )
+        out[str(name)] = [float(v) for v in xyz]
+    return out

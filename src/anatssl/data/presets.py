@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def resample(volume: Volume, spacing: tuple[float, float, float]) -> Volume:
     from monai.data import MetaTensor
     from monai.transforms import Spacing
 
-    def run(array: np.ndarray, mode: str) -> MetaTensor:
+    def run(array: np.ndarray, mode: str) -> Any:  # a MetaTensor (typed as Tensor by MONAI)
         t = MetaTensor(
             torch.as_tensor(np.asarray(array, dtype=np.float32)), affine=torch.as_tensor(volume.affine)
         )
