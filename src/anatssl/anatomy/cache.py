@@ -29,6 +29,7 @@ from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.sam_model import SAMNet, embed_tensor, grid_affine, load_sam_run
 from anatssl.config.loader import to_dict
 from anatssl.config.schema import DataConfig
+from anatssl.data.presets import preset_key
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
 
@@ -54,9 +55,8 @@ def source_hash(path: str | Path) -> str:
 
 
 def preset_hash(data: DataConfig) -> str:
-    """Hash of the preprocessing that decides the embedded grid and intensities (not workers / cache)."""
-    d = {k: v for k, v in to_dict(data).items() if k not in ("cache_dir", "num_workers")}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    """The preprocessing preset's key (``data.presets.preset_key``): spacing, intensity, foreground crop."""
+    return preset_key(data)
 
 
 # -- atomic files ---------------------------------------------------------------------------------
@@ -258,3 +258,49 @@ class EmbeddingCache:
         if volume is not None:
             check_geometry(emap, volume)
         return emap
+
+
+# -- a whole dataset --------------------------------------------------------------------------------
+def load_preprocessed(path: str | Path, data: DataConfig) -> Volume:
+    """Read one scan and apply the run's preprocessing preset (resampling, intensity, foreground crop)."""
+    from anatssl.data.io import read_volume
+    from anatssl.data.presets import preprocess
+
+    return preprocess(read_volume(path), data)
+
+
+def embed_dataset(
+    run: str | Path,
+    data: str | Path,
+    out: str | Path,
+    device: str | torch.device = "cpu",
+    window: int | None = 128,
+    progress: bool = True,
+) -> dict[str, int]:
+    """``anatssl embed``: embed every scan of ``data`` with the SAM ``run`` into the cache ``out``.
+
+    Fresh entries are skipped, stale ones recomputed. Returns ``{"computed": n, "skipped": m}``.
+    """
+    from anatssl.data.manifest import discover
+
+    net, cfg, mhash = load_sam_run(run, device)
+    items = discover(data)
+    cache = EmbeddingCache(out, check_model=False)
+    phash = preset_hash(cfg.data)
+    cache.write_manifest(str(run), mhash, cfg.data, net)
+    todo = [it for it in items if cache.stale_reason(it.image, mhash, phash) is not None]
+    with _progress(progress) as bar:
+        task = bar.add_task("embedding", total=len(items), completed=len(items) - len(todo))
+        for it in todo:
+            vol = load_preprocessed(it.image, cfg.data)
+            emap = embed_volume(net, vol, window=window, device=device)
+            cache.put(it.image, emap, mhash, phash)
+            bar.advance(task)
+    return {"computed": len(todo), "skipped": len(items) - len(todo)}
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*cols, disable=not enabled, transient=False)

@@ -1,0 +1,86 @@
+"""Point matching: exact on known maps, vectorised, through world coordinates, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anatssl.anatomy.embedding import EmbeddingMap
+from anatssl.anatomy.matching import match_points, similarity
+from anatssl.anatomy.sam_model import grid_affine
+from anatssl.errors import DataError
+
+
+def _map(seed: int, shape: tuple[int, int, int] = (20, 16, 24), vol_affine: np.ndarray | None = None,
+         d: int = 32) -> EmbeddingMap:
+    g = torch.Generator().manual_seed(seed)
+    aff = np.diag([2.0, 2.0, 3.0, 1.0]) if vol_affine is None else vol_affine
+    fshape = tuple(-(-s // 2) for s in shape)
+    cshape = tuple(-(-s // 8) for s in shape)
+    fine = F.normalize(torch.randn(d, *fshape, generator=g), dim=0).numpy().astype(np.float16)
+    coarse = F.normalize(torch.randn(d, *cshape, generator=g), dim=0).numpy().astype(np.float16)
+    meta = {"volume_shape": list(shape), "volume_affine": aff.tolist(), "fine_stride": 2, "coarse_stride": 8}
+    return EmbeddingMap(fine, coarse, grid_affine(aff, 2), grid_affine(aff, 8), meta)
+
+
+def _fine_centres(emap: EmbeddingMap, idx: np.ndarray) -> np.ndarray:
+    return EmbeddingMap.grid_to_world(emap.fine_affine, idx)
+
+
+def test_self_match_is_exact_and_vectorised() -> None:
+    a = _map(0)
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.integers(0, n, 50) for n in a.fine_shape], -1)
+    pts = _fine_centres(a, idx)
+    got, score = match_points(a, a, pts, chunk=7)
+    np.testing.assert_allclose(got, pts, atol=1e-9)
+    assert np.all(score > 0.6) and np.all(score <= 1.0 + 1e-3)  # fine term 1, coarse interpolated
+    # the same, one point at a time
+    for i in range(0, 50, 10):
+        g1, s1 = match_points(a, a, pts[i : i + 1])
+        np.testing.assert_allclose(g1[0], got[i])
+        assert s1[0] == pytest.approx(score[i], abs=1e-5)
+
+
+def test_match_goes_through_world_coordinates() -> None:
+    """B is A's embedding placed 10 mm further along x and flipped along y: matches move with it."""
+    a = _map(1)
+    vol_b = np.diag([2.0, -2.0, 3.0, 1.0])
+    vol_b[:3, 3] = [10.0, 30.0, 0.0]  # y flipped: index j of B sits at 30 - 2 j
+    b = _map(1, vol_affine=vol_b)
+    b.fine = a.fine[:, :, ::-1].copy()
+    b.coarse = a.coarse[:, :, ::-1].copy()
+    # A's fine cell (i, j, k) is B's cell (i, Fy-1-j, k) -> world differs by a known map
+    idx = np.array([[1, 2, 3], [5, 0, 7], [9, 7, 11]])
+    pts = _fine_centres(a, idx)
+    got, _ = match_points(a, b, pts)
+    want = _fine_centres(b, np.stack([idx[:, 0], a.fine_shape[1] - 1 - idx[:, 1], idx[:, 2]], -1))
+    np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_coarse_term_is_upsampled_to_the_fine_grid() -> None:
+    """With uninformative fine maps the coarse term alone decides: the match lands in the right cell."""
+    a = _map(2)
+    a.fine[:] = 0
+    a.fine[0] = 1  # every fine vector identical
+    cells = np.array([[0, 0, 0], [2, 1, 2], [1, 1, 1]])
+    pts = EmbeddingMap.grid_to_world(a.coarse_affine, cells)  # coarse-cell centres
+    sim = similarity(a, a, pts)
+    assert sim.shape == (3, *a.fine_shape)
+    got, _ = match_points(a, a, pts)
+    # the match is one of the fine cells next to the coarse centre, i.e. inside that coarse cell
+    np.testing.assert_array_equal(np.rint(EmbeddingMap.world_to_grid(a.coarse_affine, got)), cells)
+    # interior cells: one voxel from the centre (fine centres sit at 2g + 0.5, coarse at 8c + 3.5);
+    # at the border the clamped coarse map is exactly c_0 on the outer fine cells
+    np.testing.assert_allclose(np.abs(got[1:] - pts[1:]), [[2.0, 2.0, 3.0]] * 2)
+
+
+def test_point_outside_volume() -> None:
+    a = _map(3)
+    with pytest.raises(DataError, match=r"point 1 \[100.0, 5.0, 5.0\] mm .* is outside volume A"):
+        match_points(a, a, np.array([[5.0, 5.0, 5.0], [100.0, 5.0, 5.0]]))
+
+
+def test_models_of_different_width() -> None:
+    with pytest.raises(DataError, match="different models"):
+        match_points(_map(0, d=16), _map(1, d=32), np.array([[5.0, 5.0, 5.0]]))
