@@ -27,6 +27,8 @@ class LabelledCase:
     name: str
     image: Path
     label: Path | None = None
+    landmarks: Path | None = None
+    """A landmarks JSON (``{name: [x, y, z]}`` world mm), if the entry names one."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Other fields of the ``dataset.json`` entry (e.g. ``class`` for classification)."""
 
@@ -99,8 +101,11 @@ def read_labelled_dataset(
                 f"{path}: training[{i}] ({image.name}) has no 'label'; segmentation fine-tuning needs a label"
                 " map for every training volume (remove unlabelled entries or give their label files)"
             )
-        extra = {k: v for k, v in e.items() if k not in ("image", "label")}
-        cases.append(LabelledCase(name=_case_name(image), image=image, label=label, extra=extra))
+        landmarks = (path.parent / e["landmarks"]).resolve() if isinstance(e.get("landmarks"), str) else None
+        extra = {k: v for k, v in e.items() if k not in ("image", "label", "landmarks")}
+        cases.append(
+            LabelledCase(name=_case_name(image), image=image, label=label, landmarks=landmarks, extra=extra)
+        )
     return cases, label_map
 
 
