@@ -90,30 +90,6 @@ def sample_embedding(grid: np.ndarray, frac: np.ndarray) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
 
 
-def check_embedding_geometry(volume: Volume, emb: EmbeddingMap) -> None:
-    """Raise a DataError when ``emb`` was not computed on this scan's geometry (another scan, other crop).
-
-    The world bounding box of the volume and of the fine grid must agree within one fine-grid cell plus
-    one voxel per side (the fine grid has stride 2 on a possibly resampled copy of the scan).
-    """
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
-    vshape = np.asarray(volume.spatial_shape, dtype=np.float64) - 1
-    fshape = np.asarray(emb.fine_shape, dtype=np.float64) - 1
-    vw = volume.voxel_to_world(corners * vshape)
-    fw = EmbeddingMap.grid_to_world(emb.fine_affine, corners * fshape)
-    tol = np.linalg.norm(emb.fine_affine[:3, :3], axis=0).max() + max(volume.spacing) + 1e-3
-    dmin = np.abs(vw.min(0) - fw.min(0)).max()
-    dmax = np.abs(vw.max(0) - fw.max(0)).max()
-    if max(dmin, dmax) > tol:
-        raise DataError(
-            f"the SAM embedding of {volume.path} does not match the scan's geometry: the scan spans "
-            f"{np.round(vw.min(0), 1).tolist()}..{np.round(vw.max(0), 1).tolist()} mm but the embedding grid "
-            f"{np.round(fw.min(0), 1).tolist()}..{np.round(fw.max(0), 1).tolist()} mm (off by "
-            f"{max(dmin, dmax):.1f} mm > {tol:.1f} mm). The embedding belongs to another scan or another "
-            "preprocessing (spacing / foreground crop); recompute the cache with `anatssl embed`."
-        )
-
-
 class _FineIndex:
     """B's embeddings laid out for scoring many queries at once (float32 fine rows + coarse upsampling)."""
 

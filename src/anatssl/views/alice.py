@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from anatssl.anatomy.embedding import EmbeddingMap
-from anatssl.anatomy.pairing import PAIRING_MODES, PairMiner, check_embedding_geometry
+from anatssl.anatomy.pairing import PAIRING_MODES, PairMiner
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
 from anatssl.methods.base import VolumeProvider
@@ -91,21 +91,29 @@ class AliceViews:
         self.mask_patch, self.mask_ratio, self.mask_shape = mask_patch, mask_ratio, mask_shape
         self.augment = augment
         self._cache: Any = None
+        self._checked: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_cache"] = None
+        state["_cache"], state["_checked"] = None, set()
         return state
 
     def embedding(self, volume: Volume) -> EmbeddingMap:
-        """The cached SAM embedding of ``volume``, checked against its geometry."""
-        if self._cache is None:
-            from anatssl.anatomy.cache import EmbeddingCache
+        """The cached SAM embedding of ``volume``.
 
-            self._cache = EmbeddingCache(self.embeddings_dir)
-        emb = self._cache.get(volume.path)
-        check_embedding_geometry(volume, emb)
-        return emb
+        The first request for a scan (per process) goes through ``EmbeddingCache.get``, which refuses a
+        missing or stale entry and one of another geometry; later requests read the entry directly
+        (the scan's file is not hashed again at every step).
+        """
+        from anatssl.anatomy.cache import EmbeddingCache, load_map
+
+        if self._cache is None:
+            self._cache = EmbeddingCache(self.embeddings_dir)  # type: ignore[arg-type]
+        if volume.path not in self._checked:
+            emb = self._cache.get(volume.path, volume)
+            self._checked.add(volume.path)
+            return emb  # type: ignore[no-any-return]
+        return load_map(self._cache.entry_path(volume.path))
 
     def partner(self, volume: Volume, rng: np.random.Generator, source: VolumeProvider) -> Volume:
         """A partner drawn uniformly from the other volumes of the training set."""
