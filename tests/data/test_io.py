@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from anatssl.data.io import check_same_grid, read_volume
+from anatssl.data.io import check_same_grid, read_landmarks, read_volume
 from anatssl.errors import DataError
 
 
@@ -282,3 +283,27 @@ def test_label_grid_mismatch(tmp_path):
     check_same_grid(
         img, read_volume(write_nifti(tmp_path / "ok.nii.gz", np.zeros((5, 6, 7), np.uint8)), "label")
     )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"L1": [1, 2.5, -3]},
+        {"landmarks": {"L1": [1, 2.5, -3]}, "subject": 7},
+        {"L1": {"world": [1, 2.5, -3], "voxel": [4, 5, 6]}},
+        {"landmarks": [{"name": "L1", "world_mm": [1, 2.5, -3], "voxel": [4, 5, 6]}]},
+    ],
+)
+def test_landmark_formats(tmp_path, content):
+    path = tmp_path / "lm.json"
+    path.write_text(json.dumps(content))
+    assert read_landmarks(path) == {"L1": [1.0, 2.5, -3.0]}
+
+
+@pytest.mark.parametrize("text", ['{"L1": [1, 2]}', '{"L1": {"voxel": [1, 2, 3]}}', "[1, 2, 3]", "{bad"])
+def test_bad_landmarks(tmp_path, text):
+    path = tmp_path / "lm.json"
+    path.write_text(text)
+    with pytest.raises(DataError) as e:
+        read_landmarks(path)
+    assert "lm.json" in str(e.value)

@@ -293,12 +293,26 @@ def check_same_grid(image: Volume, label: Volume, atol_mm: float = 1e-2) -> None
         )
 
 
+_WORLD_KEYS = ("world", "world_mm", "xyz", "mm")
+"""Keys under which a landmark record may hold its world position (voxel indices beside it are ignored)."""
+
+
+def _world_of(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in _WORLD_KEYS:
+            if key in value:
+                return value[key]
+    return value
+
+
 def read_landmarks(path: str | Path) -> dict[str, list[float]]:
     """A landmarks JSON -> ``{name: [x, y, z]}`` in RAS world millimetres.
 
-    Accepted: ``{"name": [x, y, z], ...}`` or the same dict under a ``"landmarks"`` key (room for other
-    keys beside it). Coordinates are world (mm, RAS, the NIfTI convention), not voxel indices, so they
-    survive reorientation, resampling and cropping unchanged.
+    Accepted (optionally under a top-level ``"landmarks"`` key, leaving room for other keys):
+    ``{"name": [x, y, z]}``, ``{"name": {"world": [x, y, z], "voxel": [i, j, k]}}`` or a list of
+    ``{"name": ..., "world": [x, y, z]}`` (``world_mm``, ``xyz`` or ``mm`` also name the position).
+    Only world coordinates (mm, RAS, the NIfTI convention) are used: unlike voxel indices of the file,
+    they survive reorientation, resampling and cropping unchanged.
     """
     path = Path(path)
     try:
@@ -309,16 +323,19 @@ def read_landmarks(path: str | Path) -> dict[str, list[float]]:
         raise DataError(
             f"landmarks {path} is not valid JSON (line {e.lineno}: {e.msg}); fix the syntax"
         ) from e
-    if isinstance(data, dict) and isinstance(data.get("landmarks"), dict):
+    if isinstance(data, dict) and isinstance(data.get("landmarks"), dict | list):
         data = data["landmarks"]
+    if isinstance(data, list) and all(isinstance(r, dict) and "name" in r for r in data):
+        data = {r["name"]: r for r in data}
     if not isinstance(data, dict):
         raise DataError(f'landmarks {path} must be a JSON object {{"name": [x, y, z], ...}} (world mm, RAS)')
     out = {}
-    for name, xyz in data.items():
+    for name, value in data.items():
+        xyz = _world_of(value)
         ok = isinstance(xyz, list) and len(xyz) == 3 and all(isinstance(v, int | float) for v in xyz)
         if not ok or not np.isfinite(np.asarray(xyz, dtype=np.float64)).all():
             raise DataError(
-                f"landmarks {path}: {name!r} is {xyz!r}; expected [x, y, z] world mm (3 finite numbers)"
+                f"landmarks {path}: {name!r} is {value!r}; expected [x, y, z] world mm (3 finite numbers)"
             )
         out[str(name)] = [float(v) for v in xyz]
     return out
