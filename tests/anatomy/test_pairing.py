@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anatssl.anatomy.cache import check_geometry
 from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.pairing import (
     PairMiner,
+    check_coverage,
     grid_to_voxel,
     sample_embedding,
     voxel_to_grid,
@@ -109,8 +109,8 @@ def test_sample_embedding_hits_grid_values_and_stays_unit_norm(subjects: tuple[S
 def test_miner_finds_true_point_and_beats_random(subjects: tuple[Subject, Subject]) -> None:
     a, b = subjects
     ea, eb = ideal_embedding(a), ideal_embedding(b)
-    check_geometry(ea, a.volume)
-    check_geometry(eb, b.volume)
+    check_coverage(a.volume, ea)
+    check_coverage(b.volume, eb)
     miner = PairMiner(threshold=0.7, border_margin=8)
     rng = np.random.default_rng(0)
     sam_err, rnd_err = [], []
@@ -155,8 +155,23 @@ def test_same_and_random_modes(subjects: tuple[Subject, Subject]) -> None:
 
 def test_embedding_of_another_geometry_is_rejected(subjects: tuple[Subject, Subject]) -> None:
     a, b = subjects
-    with pytest.raises(DataError, match=r"another geometry than b\.nii\.gz"):
-        check_geometry(ideal_embedding(a), b.volume)
+    # the entry was computed on another field of view (e.g. a scan of the chest, not the abdomen)
+    aff = b.volume.affine.copy()
+    aff[2, 3] += 60.0
+    other = Subject(aff, (60, 56, 64), 1.1, np.array([2.0, -2.0, 4.0]), "b.nii.gz")
+    with pytest.raises(DataError, match=r"embedding of b\.nii\.gz does not cover the scan"):
+        check_coverage(b.volume, ideal_embedding(other))
+
+
+def test_embedding_of_a_resampled_larger_copy_is_accepted(subjects: tuple[Subject, Subject]) -> None:
+    a, _ = subjects
+    # SAM embedded the same scan at 4 mm with a wider field of view: it covers A, so pairing may use it
+    big = Subject(np.diag([4.0, 4.0, 4.0, 1.0]), (26, 26, 26), 1.0, np.zeros(3), "a.nii.gz")
+    check_coverage(a.volume, ideal_embedding(big))
+    # a crop of A (half the scan) does not cover it
+    half = Volume(a.volume.image[:, :24], a.volume.affine, "a.nii.gz")
+    with pytest.raises(DataError, match="does not cover"):
+        check_coverage(a.volume, ideal_embedding(Subject(half.affine, (24, 48, 48), 1.0, np.zeros(3), "a")))
 
 
 def test_volume_without_foreground_is_rejected() -> None:

@@ -90,6 +90,43 @@ def sample_embedding(grid: np.ndarray, frac: np.ndarray) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
 
 
+def embedded_box(emb: EmbeddingMap) -> tuple[np.ndarray, np.ndarray]:
+    """World (mm) bounding box of the volume an embedding was computed on: ((3,) min, (3,) max)."""
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    if "volume_affine" in emb.meta and "volume_shape" in emb.meta:
+        aff = np.asarray(emb.meta["volume_affine"], dtype=np.float64)
+        shape = np.asarray(emb.meta["volume_shape"], dtype=np.float64)
+        pts = corners * (shape - 1) @ aff[:3, :3].T + aff[:3, 3]
+    else:
+        pts = EmbeddingMap.grid_to_world(emb.fine_affine, corners * (np.asarray(emb.fine_shape) - 1))
+    return pts.min(0), pts.max(0)
+
+
+def check_coverage(volume: Volume, emb: EmbeddingMap) -> None:
+    """Raise a DataError unless ``emb`` covers the scan ``volume`` (world boxes, one fine cell of slack).
+
+    Alice maps every point through world coordinates, so an embedding computed on another
+    preprocessing of the *same* scan (SAM's own spacing, its own foreground crop) is fine as long as it
+    covers the part of the scan Alice crops from; a point outside it would silently be clamped to the
+    embedding's border. (Whether the entry belongs to this scan at all is the cache's check: the entry
+    is stamped with a hash of the scan file.)
+    """
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    vw = volume.voxel_to_world(corners * (np.asarray(volume.spatial_shape) - 1))
+    vmin, vmax = vw.min(0), vw.max(0)
+    emin, emax = embedded_box(emb)
+    tol = np.linalg.norm(emb.fine_affine[:3, :3], axis=0).max() + max(volume.spacing) + 1e-3
+    out = max((emin - vmin).max(), (vmax - emax).max())
+    if out > tol:
+        raise DataError(
+            f"the SAM embedding of {volume.path} does not cover the scan: the scan spans "
+            f"{np.round(vmin, 1).tolist()}..{np.round(vmax, 1).tolist()} mm, the embedding "
+            f"{np.round(emin, 1).tolist()}..{np.round(emax, 1).tolist()} mm ({out:.1f} mm short > "
+            f"{tol:.1f} mm). It was computed on another geometry (another scan, crop or preprocessing); "
+            "recompute the cache with `anatssl embed`."
+        )
+
+
 class _FineIndex:
     """B's embeddings laid out for scoring many queries at once (float32 fine rows + coarse upsampling)."""
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from anatssl.anatomy.embedding import EmbeddingMap
-from anatssl.anatomy.pairing import PAIRING_MODES, PairMiner
+from anatssl.anatomy.pairing import PAIRING_MODES, PairMiner, check_coverage
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
 from anatssl.methods.base import VolumeProvider
@@ -102,15 +102,16 @@ class AliceViews:
         """The cached SAM embedding of ``volume``.
 
         The first request for a scan (per process) goes through ``EmbeddingCache.get``, which refuses a
-        missing or stale entry and one of another geometry; later requests read the entry directly
-        (the scan's file is not hashed again at every step).
+        missing or stale entry, and :func:`check_coverage` (an embedding of another geometry); later
+        requests read the entry directly (the scan's file is not hashed again at every step).
         """
         from anatssl.anatomy.cache import EmbeddingCache, load_map
 
         if self._cache is None:
             self._cache = EmbeddingCache(self.embeddings_dir)  # type: ignore[arg-type]
         if volume.path not in self._checked:
-            emb = self._cache.get(volume.path, volume)
+            emb = self._cache.get(volume.path)
+            check_coverage(volume, emb)
             self._checked.add(volume.path)
             return emb  # type: ignore[no-any-return]
         return load_map(self._cache.entry_path(volume.path))
