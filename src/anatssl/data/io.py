@@ -141,9 +141,7 @@ def _decode(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray, dict[str, An
             _check_single_series(path, raw)
         array, meta = reader.get_data(raw)
         array = np.asarray(array)
-    except DataError:
-        raise
-    except MemoryError:
+    except (DataError, MemoryError):
         raise
     except Exception as e:  # nibabel / pydicom / zlib raise anything from OSError to EOFError to struct.error
         raise DataError(

@@ -100,6 +100,10 @@ class VolumeSource:
         nan_policy: str = "error",
     ) -> None:
         check_data_config(data_cfg)
+        if nan_policy not in ("error", "fill"):
+            raise ValueError(f"nan_policy must be 'error' or 'fill', got {nan_policy!r}")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
         self.data_cfg = data_cfg
         self.items: list[DataItem] = discover(data) if isinstance(data, str | Path) else list(data)
         if not self.items:
@@ -130,9 +134,7 @@ class VolumeSource:
             vol = self.cache.get(item, self.data_cfg, self.channels, self.nan_policy)
             if item.landmarks is not None:
                 vol.landmarks = read_landmarks(item.landmarks)
-        except DataError:
-            raise
-        except (MemoryError, KeyboardInterrupt):
+        except (DataError, MemoryError):
             raise
         except Exception as e:  # a reader failure nobody anticipated still names the file
             raise DataError(f"cannot load {item.image}: {type(e).__name__}: {e}") from e
