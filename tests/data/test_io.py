@@ -152,6 +152,33 @@ def test_dicom_folder_with_two_series(tmp_path):
     assert "mixed" in str(e.value)
 
 
+def test_dicom_series_with_a_missing_slice(tmp_path):
+    pytest.importorskip("pydicom")
+    folder = write_dicom_series(
+        tmp_path / "gap", np.zeros((6, 6, 8), np.int16) + np.arange(8, dtype=np.int16)
+    )
+    (folder / "slice_004.dcm").unlink()
+    with pytest.raises(DataError, match="not evenly spaced: 5 mm between InstanceNumber 4 and 6") as e:
+        read_volume(folder)
+    assert "gap" in str(e.value)
+
+
+def test_dicom_series_via_volume_source(tmp_path):
+    """Folder of series -> discover -> cache (folder fingerprint) -> preprocessed CT in [0, 1]."""
+    pytest.importorskip("pydicom")
+    from anatssl.config.schema import DataConfig
+    from anatssl.data.source import VolumeSource
+
+    stored = np.full((16, 16, 6), 24, np.int16)  # -1000 HU
+    stored[4:12, 4:12, :] = 1024  # 0 HU body
+    write_dicom_series(tmp_path / "data" / "p1" / "ct", stored)
+    src = VolumeSource(tmp_path / "data", DataConfig())
+    assert src.validate(progress=False) == []
+    vol = src.load(0)
+    assert vol.path == str(tmp_path / "data" / "p1" / "ct")
+    assert float(vol.image.max()) == pytest.approx(0.5) and float(vol.image.min()) == pytest.approx(0.0)
+
+
 def test_single_dicom_slice_is_2d(tmp_path):
     pytest.importorskip("pydicom")
     folder = write_dicom_series(tmp_path / "one", np.arange(16, dtype=np.int16).reshape(4, 4, 1))

@@ -117,14 +117,45 @@ def _make_reader(path: Path) -> Any:
     )
 
 
-def _check_single_series(path: Path, raw: Any) -> None:
-    """A DICOM folder must hold one series: stacking two interleaves unrelated slices."""
+SLICE_GAP_TOLERANCE = 0.1
+"""Relative deviation of a DICOM slice step from the median step that counts as a gap (10%: scanners
+write positions to ~0.01 mm; a missing slice is a 100% deviation)."""
+
+
+def _check_dicom_series(path: Path, raw: Any) -> None:
+    """A DICOM folder must hold one series whose slices are evenly spaced in InstanceNumber order.
+
+    Stacking two series interleaves unrelated slices; a missing or duplicated slice shifts every voxel
+    after it, because the reader spreads the first-to-last distance evenly over the slices.
+    """
     slices = raw if isinstance(raw, list) else [raw]
     uids = {str(getattr(s, "SeriesInstanceUID", "")) for s in slices} - {""}
     if len(uids) > 1:
         raise DataError(
             f"{path} holds {len(uids)} DICOM series (SeriesInstanceUID {sorted(uids)[:3]}...); "
             "put each series in its own folder"
+        )
+    slices = sorted((s for s in slices if hasattr(s, "InstanceNumber")), key=lambda s: int(s.InstanceNumber))
+    if len(slices) < 3 or not all(hasattr(s, "ImagePositionPatient") for s in slices):
+        return
+    if not hasattr(slices[0], "ImageOrientationPatient"):
+        return
+    iop = np.asarray(slices[0].ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    pos = np.array([float(np.dot(normal, np.asarray(s.ImagePositionPatient, np.float64))) for s in slices])
+    steps = np.diff(pos)
+    med = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - med)))
+    if abs(med) < 1e-6:
+        raise DataError(
+            f"{path}: most DICOM slices share one position along the slice normal; the folder holds "
+            "duplicates or a multi-echo / multi-phase acquisition. Keep one volume's slices per folder"
+        )
+    if abs(steps[worst] - med) > SLICE_GAP_TOLERANCE * abs(med):
+        raise DataError(
+            f"{path}: DICOM slices are not evenly spaced: {steps[worst]:.3g} mm between InstanceNumber "
+            f"{slices[worst].InstanceNumber} and {slices[worst + 1].InstanceNumber} where {med:.3g} mm is "
+            "typical. A slice is missing or duplicated, or the folder mixes acquisitions; re-export it"
         )
 
 
@@ -138,7 +169,7 @@ def _decode(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray, dict[str, An
     try:
         raw = reader.read(str(path))
         if path.is_dir():
-            _check_single_series(path, raw)
+            _check_dicom_series(path, raw)
         array, meta = reader.get_data(raw)
         array = np.asarray(array)
     except (DataError, MemoryError):
