@@ -90,7 +90,8 @@ def _build_source(cfg: PretrainConfig, data: Any, out_dir: Path) -> Any:
         return data  # an in-memory provider (len + load)
     from anatssl.data.source import VolumeSource
 
-    return VolumeSource(data, cfg.data, cache_dir=cfg.data.cache_dir, fallback_cache_dir=out_dir / "cache")
+    return VolumeSource(data, cfg.data, cache_dir=cfg.data.cache_dir, fallback_cache_dir=out_dir / "cache",
+                        channels=cfg.model.in_channels)
 
 
 def _truncate_metrics(path: Path, start_step: int) -> None:
