@@ -139,7 +139,7 @@ def check_geometry(emap: EmbeddingMap, volume: Volume) -> None:
 def embed_volume(net: SAMNet, volume: Volume, window: int | None = 128, device: str | torch.device = "cpu",
                  extra_meta: dict[str, Any] | None = None) -> EmbeddingMap:
     """One preprocessed :class:`Volume` -> its :class:`EmbeddingMap` (float16, unit-norm, with affines)."""
-    x = torch.from_numpy(np.ascontiguousarray(volume.image, dtype=np.float32))[None].to(device)
+    x = torch.from_numpy(np.array(volume.image, dtype=np.float32))[None].to(device)
     fine, coarse = embed_tensor(net, x, window=window)
     meta: dict[str, Any] = {
         "source": str(volume.path),

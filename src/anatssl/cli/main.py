@@ -19,6 +19,9 @@ COMMANDS = [
     "pretrain",
     "finetune",
     "export",
+    "embed",
+    "match",
+    "evaluate",
     "quickstart",
 ]
 

@@ -1,0 +1,198 @@
+"""Landmark correspondence across subjects: how well does an encoder find "the same point" in another scan?
+
+For every ordered pair of subjects (A, B) and every landmark both carry, the landmark's world position
+in A is matched into B and the radial error to B's true landmark (mm) is recorded. Three predictors:
+
+* ``model``: nearest neighbour in embedding space. A SAM run uses its fine + coarse embeddings
+  (:func:`~anatssl.anatomy.matching.match_points`, sim = 1/2 (fine cos + coarse cos)); any other
+  pretrained run uses its backbone's dense features (decoder at stride 2 by default, L2-normalised) as
+  both "fine" and "coarse" map, i.e. plain cosine nearest neighbour;
+* ``same_voxel``: no learning, the same voxel indices of B's preprocessed grid (after the foreground
+  crop both grids start at the body's bounding box, so this is a fair "affine-free" baseline);
+* ``random_foreground``: a random voxel of B's foreground (chance).
+
+Reported per predictor: mean radial error (mm), median, share within 10 mm, count of matches, and for the
+model the mean error per landmark.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anatssl.anatomy.cache import atomic_write_bytes, embed_volume
+from anatssl.anatomy.embedding import EmbeddingMap
+from anatssl.anatomy.matching import match_points
+from anatssl.anatomy.sam_model import grid_affine, load_sam_run, pad_to_multiple
+from anatssl.config.schema import PretrainConfig
+from anatssl.data.volume import Volume
+from anatssl.errors import CheckpointError, DataError
+
+WITHIN_MM = 10.0
+FEATURE_LAYERS = ("decoder", "encoder")
+
+
+def load_run_config(run: str | Path) -> tuple[PretrainConfig, dict[str, Any]]:
+    """(resolved config, checkpoint dict) of any pretraining run directory or checkpoint file."""
+    from anatssl.config import build_pretrain_config, read_yaml
+    from anatssl.engine.checkpoint import find_run_checkpoint, load_checkpoint
+
+    path = find_run_checkpoint(run)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    run_dir = Path(run) if Path(run).is_dir() else path.parent.parent
+    saved = run_dir / "config.yaml"
+    raw = ckpt.get("config") or (read_yaml(saved) if saved.is_file() else None)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: no resolved config in the checkpoint nor in {run_dir}/config.yaml")
+    return build_pretrain_config(raw), ckpt
+
+
+def dense_feature_embedder(run: str | Path, layer: str = "decoder") -> Callable[[Volume], EmbeddingMap]:
+    """An embedder for a run of any method: the backbone's stride-2 features, L2-normalised.
+
+    ``layer``: ``decoder`` (the decoder's stride-2 output, ``decode(x, feats)[3]``) or ``encoder`` (the
+    first encoder stage, stride 2).
+    """
+    from anatssl.methods import build_method
+
+    if layer not in FEATURE_LAYERS:
+        raise ValueError(f"layer must be one of {FEATURE_LAYERS}, got {layer!r}")
+    cfg, ckpt = load_run_config(run)
+    method = build_method(cfg)
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{run}: weights do not fit the {cfg.method!r} method of its config: "
+                              f"{str(e).splitlines()[0]}") from e
+    backbone = method.encoder().eval()
+    if not hasattr(backbone, "encode"):
+        raise CheckpointError(f"{run}: the encoder of method {cfg.method!r} has no dense features (encode)")
+
+    @torch.no_grad()
+    def embed(volume: Volume) -> EmbeddingMap:
+        x = torch.from_numpy(np.array(volume.image, dtype=np.float32))[None]
+        xp, shape = pad_to_multiple(x, int(getattr(backbone, "input_multiple", 32)))
+        feats = backbone.encode(xp)
+        f = backbone.decode(xp, feats)[3] if layer == "decoder" else feats[0]
+        n = [-(-s // 2) for s in shape]
+        f = F.normalize(f[0, :, : n[0], : n[1], : n[2]].float(), dim=0).numpy().astype(np.float16)
+        aff = grid_affine(volume.affine, 2)
+        meta = {"source": volume.path, "volume_shape": list(volume.spatial_shape),
+                "volume_affine": np.asarray(volume.affine).tolist(), "fine_stride": 2, "coarse_stride": 2}
+        return EmbeddingMap(f, f, aff, aff, meta)
+
+    return embed
+
+
+def model_embedder(
+    run: str | Path, layer: str = "decoder"
+) -> tuple[Callable[[Volume], EmbeddingMap], PretrainConfig]:
+    """SAM run -> its fine/coarse embedder; any other run -> :func:`dense_feature_embedder`."""
+    cfg, _ = load_run_config(run)
+    if cfg.method == "sam":
+        net, cfg, _ = load_sam_run(run)
+        return (lambda v: embed_volume(net, v)), cfg
+    return dense_feature_embedder(run, layer), cfg
+
+
+def _inside(volume: Volume, pts: np.ndarray) -> np.ndarray:
+    vox = volume.world_to_voxel(pts)
+    return np.all((vox >= -0.5) & (vox <= np.asarray(volume.spatial_shape) - 0.5), axis=1)
+
+
+def summarise(errors: np.ndarray) -> dict[str, float]:
+    e = np.asarray(errors, dtype=np.float64)
+    if e.size == 0:
+        nan = float("nan")
+        return {"mre_mm": nan, "median_mm": nan, f"within_{int(WITHIN_MM)}mm": nan, "n": 0}
+    return {"mre_mm": float(e.mean()), "median_mm": float(np.median(e)),
+            f"within_{int(WITHIN_MM)}mm": float((e <= WITHIN_MM).mean()), "n": int(e.size)}
+
+
+def evaluate_correspondence(
+    volumes: list[Volume],
+    embed: Callable[[Volume], EmbeddingMap],
+    fg_threshold: float = 0.05,
+    seed: int = 0,
+    max_subjects: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Match every landmark of each subject into every other subject; errors of model and baselines.
+
+    Args:
+        volumes: preprocessed volumes with ``landmarks`` (world mm).
+        embed: volume -> :class:`EmbeddingMap`.
+        fg_threshold: foreground level of the random baseline (normalised intensity).
+        seed: seed of the random baseline.
+        max_subjects: use only the first N subjects (N (N-1) ordered pairs).
+        progress: called with (done, total) after each embedded volume and each pair.
+    """
+    vols = [v for v in volumes if v.landmarks]
+    if max_subjects:
+        vols = vols[:max_subjects]
+    if len(vols) < 2:
+        raise DataError(f"correspondence needs >= 2 scans with landmarks, got {len(vols)}; the dataset's "
+                        "entries must reference landmark JSON files (`landmarks` in dataset.json)")
+    rng = np.random.default_rng(seed)
+    total = len(vols) + len(vols) * (len(vols) - 1)
+    done = 0
+    maps = []
+    for v in vols:
+        maps.append(embed(v))
+        done += 1
+        if progress:
+            progress(done, total)
+    fgs = []
+    for v in vols:
+        fg = np.argwhere(v.image[0] > fg_threshold)
+        if len(fg) == 0:
+            raise DataError(f"{v.path}: no voxel above the foreground threshold {fg_threshold}; check the "
+                            "modality preset")
+        fgs.append(fg)
+    errs: dict[str, list[float]] = {"model": [], "same_voxel": [], "random_foreground": []}
+    per_lm: dict[str, list[float]] = {}
+    skipped = 0
+    for i, va in enumerate(vols):
+        for j, vb in enumerate(vols):
+            if i == j:
+                continue
+            names = sorted(set(va.landmarks or {}) & set(vb.landmarks or {}))
+            if names:
+                pa = np.array([va.landmarks[n] for n in names], dtype=np.float64)  # type: ignore[index]
+                pb = np.array([vb.landmarks[n] for n in names], dtype=np.float64)  # type: ignore[index]
+                ok = _inside(va, pa) & _inside(vb, pb)
+                skipped += int((~ok).sum())
+                names = [n for n, k in zip(names, ok) if k]
+                pa, pb = pa[ok], pb[ok]
+            if names:
+                pred, _ = match_points(maps[i], maps[j], pa)
+                e = np.linalg.norm(pred - pb, axis=1)
+                errs["model"].extend(e.tolist())
+                for n, x in zip(names, e):
+                    per_lm.setdefault(n, []).append(float(x))
+                same = vb.voxel_to_world(va.world_to_voxel(pa))
+                errs["same_voxel"].extend(np.linalg.norm(same - pb, axis=1).tolist())
+                rnd = vb.voxel_to_world(fgs[j][rng.integers(len(fgs[j]), size=len(pa))])
+                errs["random_foreground"].extend(np.linalg.norm(rnd - pb, axis=1).tolist())
+            done += 1
+            if progress:
+                progress(done, total)
+    out: dict[str, Any] = {k: summarise(np.array(v)) for k, v in errs.items()}
+    out["per_landmark_mre_mm"] = {n: float(np.mean(v)) for n, v in sorted(per_lm.items())}
+    out["subjects"] = len(vols)
+    out["pairs"] = len(vols) * (len(vols) - 1)
+    out["skipped_outside_volume"] = skipped
+    out["fine_spacing_mm"] = [float(s) for s in np.linalg.norm(maps[0].fine_affine[:3, :3], axis=0)]
+    return out
+
+
+def write_metrics(metrics: dict[str, Any], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / "metrics.json"
+    atomic_write_bytes(json.dumps(metrics, indent=1).encode(), path)
+    return path
