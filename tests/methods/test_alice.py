@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,117 @@ def test_presets_resolve() -> None:
     assert base.optim.lr_scaling == "linear" and base.optim.clip_grad == 3.0
     assert base.optim.weight_decay == 0.04 and base.optim.weight_decay_end == 0.4
     assert base.params.lambda_rec == 5.0 and base.data.hu_window == (-125.0, 225.0)
+
+
+# -- runs on real NIfTI files ---------------------------------------------------------------------------
+FAST_RUN = ["model.backbone=conv", "model.feature_size=4", "alice.crop_size=32", "alice.border_margin=8",
+            "alice.out_dim=32", "alice.head_hidden_dim=32", "alice.head_bottleneck_dim=16",
+            "alice.casa_heads=4", "alice.casa_ffn_dim=32", "train.progress=false", "train.tensorboard=false",
+            "optim.warmup_steps=1"]
+
+
+def _write_subjects(folder: Path, n: int = 3, size: int = 48) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    from anatssl.data.synthetic import make_subject
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        s = make_subject(i, size=size)
+        nib.save(nib.Nifti1Image(s.image_hu.astype(np.int16), s.affine), str(folder / f"case_{i}.nii.gz"))
+    return folder
+
+
+def _cfg(*overrides: str) -> object:
+    from anatssl.config.pretrain import load_pretrain_config
+
+    return load_pretrain_config("alice", "tiny", None, [*FAST_RUN, *overrides])
+
+
+def test_startup_rejects_a_volume_without_foreground(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from anatssl.errors import DataError
+    from anatssl.methods.alice import prepare_alice_run
+
+    data = _write_subjects(tmp_path / "data", n=2, size=40)
+    air = np.random.default_rng(0).integers(-1000, -300, (40, 40, 40)).astype(np.int16)  # below the window
+    nib.save(nib.Nifti1Image(air, np.diag([8.0, 8, 8, 1])), str(data / "air.nii.gz"))
+    cfg = _cfg("alice.pairing=random", "data.foreground_crop=false")
+    with pytest.raises(DataError, match=r"air\.nii\.gz: no voxel above the foreground threshold"):
+        prepare_alice_run(cfg, str(data), str(tmp_path / "run"))
+
+
+def test_startup_needs_two_volumes_for_cross_patient_pairs(tmp_path: Path) -> None:
+    from anatssl.errors import DataError
+    from anatssl.methods.alice import prepare_alice_run
+
+    data = _write_subjects(tmp_path / "data", n=1, size=40)
+    with pytest.raises(DataError, match="at least 2 training volumes"):
+        prepare_alice_run(_cfg("alice.pairing=random"), str(data), str(tmp_path / "run"))
+    assert prepare_alice_run(_cfg("alice.pairing=same"), str(data), str(tmp_path / "run")) == ""
+
+
+@pytest.mark.slow
+def test_pretrain_random_pairing_batch_two_resumes_exactly(tmp_path: Path) -> None:
+    """4 steps in one go == 2 steps, then --resume to 4 (CASA dropout on: RNG state is restored too)."""
+    import json
+    import shutil
+
+    from anatssl.engine.trainer import pretrain
+    from anatssl.methods.alice import prepare_alice_run
+
+    data = str(_write_subjects(tmp_path / "data"))
+    opts = ("alice.pairing=random", "train.max_steps=4", "train.batch_size=2", "train.ckpt_every=2",
+            "train.keep_checkpoints=true")
+    cfg = _cfg(*opts)
+    prepare_alice_run(cfg, data, str(tmp_path / "a"))
+    pretrain(cfg, data, tmp_path / "a")
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    for r in rows:
+        for k in ("loss", "loss_cls", "loss_patch", "loss_rec"):
+            assert math.isfinite(r[k]), (k, r)
+    # resume from the step-2 checkpoint in a copy of the run
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "a" / "config.yaml", tmp_path / "b" / "config.yaml")
+    ckpts = tmp_path / "a" / "checkpoints"
+    shutil.copy(ckpts / "step_0000002.pt", tmp_path / "b" / "checkpoints" / "last.pt")
+    pretrain(_cfg(*opts), data, tmp_path / "b", resume=True)
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, rtol=0, atol=0, msg=k)
+    assert any(k.startswith("casa.") for k in a["model"])
+
+
+@pytest.mark.slow
+def test_stage0_trains_sam_caches_embeddings_and_detects_stale_ones(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from anatssl.engine.trainer import pretrain
+    from anatssl.errors import DataError
+    from anatssl.methods.alice import prepare_alice_run
+
+    data = _write_subjects(tmp_path / "data")
+    run = tmp_path / "run"
+    cfg = _cfg("alice.sam_steps=2", "train.max_steps=2", "alice.casa_target=teacher_encoder")
+    emb = prepare_alice_run(cfg, str(data), str(run))
+    assert Path(emb) == (run / "embeddings").resolve()
+    assert (run / "sam" / "checkpoints" / "last.pt").is_file()
+    assert len(list(Path(emb).glob("*.npz"))) == 3
+    cfg.params.embeddings_dir = emb
+    pretrain(cfg, str(data), run)
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and "pair_score" in rows[0]
+    # a scan changes after embedding: the cache is stale and Alice says so at start-up
+    img = nib.load(str(data / "case_1.nii.gz"))
+    arr = np.asarray(img.dataobj).copy()
+    arr[0, 0, 0] += 1
+    nib.save(nib.Nifti1Image(arr, img.affine), str(data / "case_1.nii.gz"))
+    with pytest.raises(DataError, match=r"case_1\.nii\.gz.*stale"):
+        prepare_alice_run(_cfg(), str(data), str(tmp_path / "run2"), embeddings=emb)

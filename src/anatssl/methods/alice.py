@@ -303,6 +303,93 @@ class Alice(SSLMethod):
         return sq**0.5
 
 
+def _alice_source(cfg: PretrainConfig, data_path: str, out: Path, data_cfg: Any = None) -> Any:
+    """The training volumes as Alice (or, with ``data_cfg``, SAM) preprocesses them; bad scans dropped."""
+    from anatssl.data.source import VolumeSource
+
+    src = VolumeSource(data_path, data_cfg or cfg.data, cache_dir=cfg.data.cache_dir,
+                       fallback_cache_dir=out / "cache", channels=cfg.model.in_channels)
+    if hasattr(src, "validate"):
+        src.validate(progress=False)
+    return src
+
+
+def check_alice_data(cfg: PretrainConfig, data_path: str, out_dir: str, embeddings_dir: str | None) -> None:
+    """Start-up check of every training volume: a foreground to draw queries from and, for ``sam``
+    pairing, a fresh embedding that covers it. Raises one DataError listing the scans at fault."""
+    from anatssl.anatomy.cache import EmbeddingCache
+    from anatssl.anatomy.pairing import check_coverage
+    from anatssl.errors import DataError
+
+    p: AliceConfig = cfg.params
+    src = _alice_source(cfg, data_path, Path(out_dir))
+    miner = PairMiner(p.similarity_threshold, p.max_tries, p.border_margin, p.foreground_threshold)
+    cache = EmbeddingCache(embeddings_dir) if p.pairing == "sam" and embeddings_dir else None
+    if cache is not None:
+        cache.manifest()  # "not a SAM embedding cache" before anything else
+    problems: list[str] = []
+    for i in range(len(src)):
+        vol = src.load(i)
+        try:
+            miner.foreground(vol)
+            if cache is not None:
+                check_coverage(vol, cache.get(vol.path))
+        except DataError as e:
+            problems.append(str(e))
+    if p.pairing != "same" and len(src) < 2:
+        problems.append(f"alice.pairing={p.pairing} needs at least 2 training volumes, got {len(src)}")
+    if problems:
+        more = f"\n(and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DataError(f"Alice cannot start: {len(problems)} problem(s) with the training data:\n- "
+                        + "\n- ".join(problems[:5]) + more)
+
+
+def train_sam_stage0(cfg: PretrainConfig, data_path: str, sam_run: str) -> None:
+    """Stage 0: what ``anatssl pretrain --method sam --preset <alice.sam_preset>`` does, for
+    ``alice.sam_steps`` steps (resumed if ``sam_run`` holds an unfinished run)."""
+    from anatssl.config.pretrain import load_pretrain_config
+    from anatssl.engine.trainer import pretrain
+
+    p: AliceConfig = cfg.params
+    overrides = [f"train.max_steps={p.sam_steps}", f"seed={cfg.seed}", f"train.device={cfg.train.device}",
+                 f"train.progress={str(cfg.train.progress).lower()}",
+                 f"train.tensorboard={str(cfg.train.tensorboard).lower()}",
+                 f"data.num_workers={cfg.data.num_workers}", f"model.in_channels={cfg.model.in_channels}"]
+    if cfg.data.cache_dir:
+        overrides.append(f"data.cache_dir={cfg.data.cache_dir}")
+    sam_cfg = load_pretrain_config("sam", p.sam_preset, None, overrides)
+    resume = (Path(sam_run) / "checkpoints" / "last.pt").is_file()
+    pretrain(sam_cfg, data_path, sam_run, resume=resume)
+
+
+def embed_for_alice(cfg: PretrainConfig, sam_run: str, data_path: str, cache_dir: str, out_dir: str) -> None:
+    """Embed every training volume with the SAM model of ``sam_run`` into ``cache_dir`` (fresh entries kept).
+
+    Volumes are preprocessed with the SAM run's own data preset (the spacing it was trained at); Alice
+    reaches the embedding through world coordinates, so its own preprocessing may differ.
+    """
+    from anatssl.anatomy.cache import EmbeddingCache, embed_volume, preset_hash
+    from anatssl.anatomy.sam_model import load_sam_run
+    from anatssl.engine.trainer import resolve_device
+
+    device = resolve_device(cfg.train.device)
+    net, sam_cfg, model_hash = load_sam_run(sam_run, device=device)
+    src = _alice_source(cfg, data_path, Path(out_dir), data_cfg=sam_cfg.data)
+    cache = EmbeddingCache(cache_dir)
+    cache.root.mkdir(parents=True, exist_ok=True)
+    cache.write_manifest(sam_run, model_hash, sam_cfg.data, net)
+    ph = preset_hash(sam_cfg.data)
+    done = 0
+    with torch.no_grad():
+        for i in range(len(src)):
+            vol = src.load(i)
+            if cache.stale_reason(vol.path, model_hash, ph) is None:
+                continue
+            cache.put(vol.path, embed_volume(net, vol, device=device), model_hash, ph)
+            done += 1
+    log.info("alice: embedded %d volume(s) (%d already fresh) into %s", done, len(src) - done, cache_dir)
+
+
 def prepare_alice_run(
     cfg: PretrainConfig,
     data_path: str,
@@ -317,19 +404,21 @@ def prepare_alice_run(
     (``alice.sam_steps`` steps of ``sam_<alice.sam_preset>``) into ``RUN_OUT/sam`` and embed. With
     ``pairing`` ``random`` / ``same`` no embeddings are needed and ``""`` is returned.
     """
-    from anatssl.methods.alice_stage0 import check_embedding_cache, embed_dataset, train_sam
+    from anatssl.engine.logger import setup_console_logging
 
+    setup_console_logging()
     p: AliceConfig = cfg.params
     if p.pairing != "sam":
         if embeddings or sam_run:
             log.info("alice.pairing=%s: SAM embeddings are not used", p.pairing)
+        check_alice_data(cfg, data_path, out_dir, None)
         return p.embeddings_dir or ""
     out = Path(out_dir)
     if embeddings or p.embeddings_dir:
-        cache_dir = str(embeddings or p.embeddings_dir)
-        check_embedding_cache(cfg, data_path, cache_dir, out)
+        cache_dir = str(Path(embeddings or p.embeddings_dir).resolve())  # type: ignore[arg-type]
+        check_alice_data(cfg, data_path, out_dir, cache_dir)
         return cache_dir
-    cache_dir = str(out / "embeddings")
+    cache_dir = str((out / "embeddings").resolve())
     if sam_run is None:
         sam_run = str(out / "sam")
         if (Path(sam_run) / "checkpoints" / "last.pt").is_file():
@@ -337,8 +426,8 @@ def prepare_alice_run(
         else:
             log.info("alice stage 0: no --embeddings / --sam given, training SAM (%d steps) into %s",
                      p.sam_steps, sam_run)
-            train_sam(cfg, data_path, sam_run)
-    log.info("alice stage 0: caching SAM embeddings of %s in %s", data_path, cache_dir)
-    embed_dataset(cfg, sam_run, data_path, cache_dir, out)
-    check_embedding_cache(cfg, data_path, cache_dir, out)
+            train_sam_stage0(cfg, data_path, sam_run)
+    log.info("alice: caching the SAM embeddings of %s in %s", data_path, cache_dir)
+    embed_for_alice(cfg, sam_run, data_path, cache_dir, out_dir)
+    check_alice_data(cfg, data_path, out_dir, cache_dir)
     return cache_dir
