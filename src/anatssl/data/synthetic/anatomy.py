@@ -144,10 +144,10 @@ class Anatomy:
             lm[f"kidney_{side}_lower_pole"] = k.point(np.array([0.0, 0.0, -0.8]))
         d = self.dome_right
         lm["liver_dome"] = np.array([d[0], d[1], float(self.diaphragm_z(d[0], d[1])) - 10.0])
-        lm["spleen_tip"] = self.spleen.point(np.array([0.0, 0.0, 0.8]))
+        lm["spleen_tip"] = self.spleen.point(np.array([0.0, 0.0, 0.7]))
         lm["heart_apex"] = self.heart.point(np.array([0.0, 0.0, 0.8]))
         bif = self.aorta.points[-1]
-        lm["aortic_bifurcation"] = bif + np.array([0.0, 0.0, 3.0])
+        lm["aortic_bifurcation"] = bif + np.array([0.0, 0.0, 4.0])
         lm["carina"] = self.trachea[0].points[-1].copy()
         for side, s in (("right", 1.0), ("left", -1.0)):
             lm[f"lung_{side}_apex"] = np.array([s * 65.0, -10.0, self.lung_apex_z - 12.0])
@@ -206,7 +206,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         _ellipsoid(rng, (60, 5, 138), (85, 90, 96), pos_sd=6.0),
         _ellipsoid(rng, (-20, 45, 152), (55, 32, 40), pos_sd=6.0),
     )
-    spleen = _ellipsoid(rng, (-88, -35, 125), (20, 36, 58), axis=(0.15, 0.55, -0.8), ref=(1, 0, 0))
+    spleen = _ellipsoid(rng, (-95, -38, 128), (20, 36, 58), axis=(0.0, 0.6, -0.8), ref=(1, 0, 0))
     stomach = _ellipsoid(rng, (-50, 40, 135), (36, 32, 62), axis=(0.45, 0.3, -0.85))
     kr = _ellipsoid(rng, (68, -35, 55), (26, 22, 55), axis=(-0.2, -0.2, 1.0), ref=(1, 0, 0), pos_sd=7.0)
     kl = _ellipsoid(rng, (-68, -35, 68), (26, 22, 55), axis=(0.2, -0.2, 1.0), ref=(1, 0, 0), pos_sd=7.0)

@@ -213,10 +213,10 @@ def paint_phantom(c: Canvas, a: Anatomy, H: dict[str, float]) -> None:
         c.paint(sl, (f < 5.0) & (f >= 0) & cavity[sl], 0, H["visceral_fat"])
         c.paint(sl, f < 0, L["heart"], np.where(f > -9.0, H["myocardium"], H["blood"]))
     blood = H["blood"]
-    for lab, t, val in (
-        (L["aorta"], a.aorta, blood),
+    for lab, t, val in (  # iliacs first: the aorta's lower end keeps its label at the bifurcation
         (0, a.iliac_arteries[0], blood),
         (0, a.iliac_arteries[1], blood),
+        (L["aorta"], a.aorta, blood),
         (L["inferior_vena_cava"], a.ivc, 0.8 * blood + 0.2 * H["muscle"]),
     ):
         for seg in t.segments():
