@@ -41,7 +41,7 @@ def write_labelled_dataset(
             {
                 "image": f"./imagesTr/case_{i:03d}.nii.gz",
                 "label": f"./labelsTr/case_{i:03d}.nii.gz",
-                "class": cls,
+                "lesion": cls,
             }
         )
     doc = {"name": "tiny", "labels": {"0": "background", "1": "liver", "2": "kidney"}, "training": entries}

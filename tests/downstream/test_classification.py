@@ -48,15 +48,15 @@ def test_single_class_refused(tmp_path: Path) -> None:
     data = write_labelled_dataset(tmp_path / "d", n=6, lesion=False)
     cfg = load_finetune_config("classification", "tiny", overrides=FAST)
     with pytest.raises(
-        DataError, match="every volume has class=0; a classification dataset needs at least two"
+        DataError, match="every volume has lesion=0; a classification dataset needs at least two"
     ):
         run_finetune(cfg, data, "scratch", tmp_path / "o")
 
 
 def test_missing_class_field(tmp_path: Path) -> None:
     data = write_labelled_dataset(tmp_path / "d", n=6, lesion=True)
-    cfg = load_finetune_config("classification", "tiny", overrides=[*FAST, "classification.label_key=lesion"])
-    with pytest.raises(DataError, match="has no 'lesion' field"):
+    cfg = load_finetune_config("classification", "tiny", overrides=[*FAST, "classification.label_key=class"])
+    with pytest.raises(DataError, match="has no 'class' field"):
         run_finetune(cfg, data, "scratch", tmp_path / "o")
 
 

@@ -99,8 +99,8 @@ class SegmentationParams:
 
 @dataclass
 class ClassificationParams:
-    label_key: str = "class"
-    """Key of the class label in each ``dataset.json`` training entry (an integer class per volume)."""
+    label_key: str = "lesion"
+    """Key of the class in each ``dataset.json`` entry (``anatssl synth --lesions`` writes ``lesion`` 0/1)."""
     input_size: tuple[int, int, int] = (64, 64, 64)
     """Volumes are resized (trilinear) to this size; a multiple of 32."""
     pool_levels: tuple[int, ...] = (3, 4)

@@ -1,0 +1,254 @@
+"""Run a benchmark suite as resumable cells: data -> pretrain x seeds -> fine-tune x labels x seeds.
+
+Every cell writes ``DIR/cells/<cell>.json`` when it finishes (atomically); a rerun with the same
+``DIR`` skips finished cells, resumes an interrupted pretraining from its ``checkpoints/last.pt`` and
+restarts an interrupted fine-tuning (they are short). Cells record wall and CPU seconds
+(``time.process_time``: all threads of this process), so ``results.json`` can state what the suite
+cost even when it ran in several sittings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anatssl.bench.suites import Suite
+from anatssl.errors import AnatsslError
+
+log = logging.getLogger("anatssl")
+
+
+class CellStore:
+    """``DIR/cells/<name>.json``: one finished unit of work each."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.dir = out_dir / "cells"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        p = self.path(name)
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def put(self, name: str, record: dict[str, Any]) -> None:
+        tmp = self.path(name).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=_jsonable))
+        tmp.replace(self.path(name))
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Return the stored record of ``name`` or compute it with ``fn`` (timed) and store it."""
+        done = self.get(name)
+        if done is not None:
+            log.info("cell %s: done earlier, skipped", name)
+            return done
+        log.info("cell %s: running", name)
+        t0, c0 = time.perf_counter(), time.process_time()
+        record = fn()
+        record = {
+            "cell": name,
+            **record,
+            "wall_seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
+        }
+        self.put(name, record)
+        return record
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def make_synthetic_data(out: Path, n: int, seed: int, size: int, lesions: float | None = None) -> Path:
+    """``anatssl synth`` into ``out`` (dataset.json, imagesTr, labelsTr, landmarks)."""
+    if (out / "dataset.json").is_file():
+        return out
+    from anatssl.data.synthetic.writer import write_dataset
+
+    write_dataset(out, n=n, seed=seed, size=size, lesions=lesions)
+    return out
+
+
+def pretrain_run(method: str, data: Path, out: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """Pretrain ``method`` into ``out`` (resuming a partial run) as ``anatssl pretrain`` would."""
+    from anatssl.config import load_pretrain_config
+    from anatssl.engine.trainer import pretrain
+
+    cfg = load_pretrain_config(method, "tiny", None, list(overrides))
+    if method == "alice":
+        from anatssl.methods.alice import prepare_alice_run
+
+        cfg.params.embeddings_dir = prepare_alice_run(cfg, str(data), str(out)) or None
+    resume = (out / "checkpoints" / "last.pt").is_file()
+    pretrain(cfg, str(data), out, resume=resume)
+    return {"run": str(out), "method": method, "steps": cfg.train.max_steps, "loss_curve": loss_curve(out)}
+
+
+def loss_curve(run: Path) -> list[list[float]]:
+    """[[step, loss], ...] from a run's metrics.jsonl."""
+    rows = []
+    path = run / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "step" in r and "loss" in r:
+                rows.append([float(r["step"]), float(r["loss"])])
+    return rows
+
+
+def finetune_cell(init: str, data: Path, out: Path, seed: int, labeled: int, suite: Suite) -> dict[str, Any]:
+    from anatssl.downstream.config import load_finetune_config
+    from anatssl.downstream.runner import run_finetune
+    from anatssl.downstream.weights import resolve_init
+
+    src = resolve_init(init)
+    overrides = [
+        *suite.model,
+        *suite.finetune,
+        f"seed={seed}",
+        f"split.labeled={labeled}",
+        f"split.n_test={suite.n_test}",
+        "train.progress=false",
+    ]
+    from_init = {"model": src.model_section, "data": src.data_section} if src.kind != "scratch" else None
+    cfg = load_finetune_config("segmentation", "tiny", None, overrides, from_init=from_init)
+    m = run_finetune(cfg, data, src, out)
+    keep = ("labeled", "mean_dice", "mean_hd95_mm", "dice", "hd95_mm", "final_loss", "train_seconds", "init")
+    return {k: m[k] for k in keep if k in m}
+
+
+def correspondence_cell(init: str, data: Path, seed: int, suite: Suite) -> dict[str, Any]:
+    """Landmark matching with the encoder of ``init`` (or a random one) on the held-out volumes."""
+    from anatssl.config.schema import DataConfig, ModelConfig
+    from anatssl.downstream.config import load_finetune_config
+    from anatssl.downstream.correspondence import evaluate_correspondence
+    from anatssl.downstream.labelled import read_labelled_dataset, split_cases
+    from anatssl.downstream.weights import load_backbone_weights, resolve_init
+    from anatssl.models.backbones import build_backbone
+
+    src = resolve_init(init)
+    from_init = {"model": src.model_section, "data": src.data_section} if src.kind != "scratch" else None
+    cfg = load_finetune_config(
+        "segmentation", "tiny", None, [*suite.model, f"split.n_test={suite.n_test}"], from_init=from_init
+    )
+    torch.manual_seed(seed)
+    bb = build_backbone(ModelConfig(**vars(cfg.model)))
+    if src.state_dict is not None:
+        load_backbone_weights(
+            bb,
+            src.state_dict,
+            str(src.path),
+            backbone_name=cfg.model.backbone,
+            skip_prefixes=("recon_head.",),
+        )
+    cases, _ = read_labelled_dataset(data)
+    _, test = split_cases(cases, cfg.split)
+    return evaluate_correspondence(
+        bb, test, DataConfig(**vars(cfg.data)), max_pairs=suite.correspondence_pairs
+    )
+
+
+def run_suite(
+    suite: Suite, out_dir: str | Path, methods: Sequence[str] | None = None, data: str | Path | None = None
+) -> dict[str, Any]:
+    """Run (or resume) every cell of ``suite`` under ``out_dir``; write results.json / results.md / plots.
+
+    ``methods`` restricts the suite's methods; ``data`` replaces its synthetic dataset with a labelled
+    dataset.json (the results then describe that data, not the suite's).
+    """
+    from anatssl.bench.plots import write_plots
+    from anatssl.bench.results import summarise, write_markdown
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = CellStore(out)
+    t0, c0 = time.perf_counter(), time.process_time()
+    methods = tuple(methods or suite.methods)
+    if data is None:
+        data = out / "data"
+        store.run("data", lambda: {"path": str(make_synthetic_data(out / "data", **suite.data))})
+    else:
+        data = Path(data)
+        store.run("data", lambda: {"path": str(data), "user_data": True})
+    failures: dict[str, str] = {}
+    runs: dict[tuple[str, int], Path] = {}
+    for method in methods:
+        for seed in suite.seeds:
+            name = f"pretrain-{method}-s{seed}"
+            run_dir = out / "pretrain" / f"{method}_s{seed}"
+            overrides = [
+                *suite.model,
+                *suite.pretrain,
+                *suite.method_overrides.get(method, ()),
+                f"seed={seed}",
+                "train.progress=false",
+                "train.tensorboard=false",
+            ]
+            try:
+                store.run(name, lambda m=method, r=run_dir, o=overrides: pretrain_run(m, data, r, o))
+                runs[(method, seed)] = run_dir
+            except AnatsslError as e:  # one method failing must not end a long benchmark silently
+                failures[name] = str(e)
+                log.error("cell %s failed: %s", name, e)
+    inits = ["scratch", *methods]
+    for init in inits:
+        for seed in suite.seeds:
+            if init != "scratch" and (init, seed) not in runs:
+                continue
+            src = "scratch" if init == "scratch" else str(runs[(init, seed)])
+            for n in suite.labeled:
+                name = f"finetune-{init}-n{n}-s{seed}"
+                cell_out = out / "finetune" / f"{init}_n{n}_s{seed}"
+                try:
+                    store.run(
+                        name, lambda s=src, o=cell_out, sd=seed, k=n: finetune_cell(s, data, o, sd, k, suite)
+                    )
+                except AnatsslError as e:
+                    failures[name] = str(e)
+                    log.error("cell %s failed: %s", name, e)
+            if suite.correspondence:
+                name = f"correspondence-{init}-s{seed}"
+                try:
+                    store.run(name, lambda s=src, sd=seed: correspondence_cell(s, data, sd, suite))
+                except AnatsslError as e:
+                    failures[name] = str(e)
+                    log.error("cell %s failed: %s", name, e)
+    cells = {p.stem: json.loads(p.read_text()) for p in sorted(store.dir.glob("*.json"))}
+    results = summarise(suite, methods, cells)
+    results["failures"] = failures
+    results["machine"] = machine_info()
+    results["this_invocation"] = {
+        "wall_seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    write_markdown(results, out / "results.md")
+    write_plots(results, out)
+    return results

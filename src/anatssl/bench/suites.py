@@ -1,0 +1,96 @@
+"""Benchmark suites: which methods, seeds, budgets and label counts a comparison runs.
+
+A suite is a table entry, not code: every method of a suite pretrains the same backbone (``model``)
+for the same number of steps and batch size on the same synthetic data, then every pretrained
+encoder and a scratch baseline are fine-tuned with the same few-shot label counts, seeds and
+fine-tuning budget, and scored on the same fixed held-out volumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from anatssl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    labeled: tuple[int, ...]
+    """Numbers of labelled training volumes (few-shot points of the Dice-vs-labels curve)."""
+    data: dict[str, Any]
+    """Synthetic dataset: ``n`` subjects, ``size`` grid, ``seed`` (``anatssl synth`` arguments)."""
+    model: tuple[str, ...]
+    """``model.*`` overrides shared by pretraining and fine-tuning (the one backbone of the comparison)."""
+    pretrain: tuple[str, ...]
+    """Overrides every method gets on top of its ``tiny`` preset: the shared budget."""
+    finetune: tuple[str, ...]
+    """Overrides of the segmentation fine-tuning (``configs/finetune/segmentation_tiny.yaml``)."""
+    n_test: int = 4
+    method_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per-method settings that make the methods fit the shared crop (e.g. crop sizes)."""
+    correspondence: bool = True
+    correspondence_pairs: int = 12
+
+
+SUITES: dict[str, Suite] = {
+    "smoke": Suite(
+        name="smoke",
+        description="every stage once at toy size (2 steps each, conv backbone): checks the pipeline, "
+        "not the methods; a few minutes on a laptop CPU",
+        methods=("swinssl", "simmim"),
+        seeds=(0,),
+        labeled=(2,),
+        data={"n": 6, "size": 64, "seed": 0},
+        model=("model.backbone=conv", "model.feature_size=8"),
+        pretrain=("train.max_steps=2", "train.batch_size=1", "train.ckpt_every=1000", "train.log_every=1"),
+        finetune=(
+            "train.max_steps=2",
+            "train.batch_size=1",
+            "segmentation.samples_per_volume=1",
+            "segmentation.roi_size=[64,64,64]",
+            "segmentation.sw_batch_size=1",
+            "segmentation.overlay_cases=1",
+            "optim.warmup_steps=0",
+        ),
+        n_test=2,
+        method_overrides={
+            "swinssl": ("swinssl.crop_size=[64,64,64]",),
+            "simmim": ("simmim.crop_size=[64,64,64]",),
+        },
+        correspondence_pairs=2,
+    ),
+    "synthetic-small": Suite(
+        name="synthetic-small",
+        description="the README comparison: Swin (feature_size 12) pretrained 300 steps per method on 24 "
+        "synthetic torsos (96^3), fine-tuned 150 steps with 2 / 4 / 8 labelled volumes, 3 seeds, "
+        "scored on 6 held-out volumes; CPU scale",
+        methods=("swinssl", "simmim", "s2dc", "alice"),
+        seeds=(0, 1, 2),
+        labeled=(2, 4, 8),
+        data={"n": 24, "size": 96, "seed": 0},
+        model=("model.backbone=swin", "model.feature_size=12"),
+        pretrain=("train.max_steps=300", "train.batch_size=2", "train.ckpt_every=100", "train.log_every=5"),
+        finetune=(
+            "train.max_steps=150",
+            "train.batch_size=2",
+            "segmentation.samples_per_volume=2",
+            "segmentation.roi_size=[64,64,64]",
+        ),
+        n_test=6,
+        method_overrides={
+            "swinssl": ("swinssl.crop_size=[64,64,64]",),
+            "simmim": ("simmim.crop_size=[64,64,64]",),
+        },
+    ),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise ConfigError(f"unknown benchmark suite {name!r}; available: {', '.join(sorted(SUITES))}")
+    return SUITES[name]

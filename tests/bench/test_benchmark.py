@@ -1,0 +1,111 @@
+"""Benchmark suites: aggregation by hand, resumable cells, the smoke suite end to end (slow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "downstream"))
+from downstream_fixtures import write_labelled_dataset
+
+from anatssl.bench.results import fmt, mean_std, summarise
+from anatssl.bench.runner import CellStore
+from anatssl.bench.suites import SUITES, get_suite
+from anatssl.errors import ConfigError
+
+
+def test_mean_std_hand_computed() -> None:
+    m = mean_std([0.5, 0.7, None, float("nan")])
+    assert m["n"] == 2 and m["mean"] == pytest.approx(0.6)
+    assert m["std"] == pytest.approx(math.sqrt(0.02))  # sample std: ((0.1^2 + 0.1^2) / 1) ** 0.5
+    assert fmt(m) == "0.600 ± 0.141"
+    assert fmt(mean_std([0.25])) == "0.250" and fmt(mean_std([])) == "-"
+
+
+def test_summarise_groups_by_init_labels_and_seeds() -> None:
+    suite = get_suite("smoke")
+    cells = {
+        "finetune-scratch-n2-s0": {
+            "mean_dice": 0.4,
+            "mean_hd95_mm": 10.0,
+            "dice": {"liver": 0.4, "mean": 0.4},
+        },
+        "finetune-swinssl-n2-s0": {
+            "mean_dice": 0.6,
+            "mean_hd95_mm": 5.0,
+            "dice": {"liver": 0.6, "mean": 0.6},
+        },
+        "pretrain-swinssl-s0": {"loss_curve": [[0, 1.0], [1, 0.5]], "wall_seconds": 2.0, "cpu_seconds": 3.0},
+        "correspondence-swinssl-s0": {"available": True, "mean_error_mm": 12.0, "median_error_mm": 9.0},
+    }
+    r = summarise(suite, ["swinssl"], cells)
+    assert r["segmentation"]["swinssl"]["2"]["mean_dice"]["mean"] == 0.6
+    assert r["segmentation"]["scratch"]["2"]["dice_per_structure"] == {"liver": 0.4}
+    assert r["correspondence"] == {
+        "swinssl": {"mean_error_mm": mean_std([12.0]), "median_error_mm": mean_std([9.0])}
+    }
+    assert r["cost"]["pretrain_cpu_seconds"] == 3.0 and r["cost"]["cpu_seconds"] == 3.0
+
+
+def test_cell_store_skips_finished_cells(tmp_path: Path) -> None:
+    store = CellStore(tmp_path)
+    calls = []
+    assert store.run("a", lambda: calls.append(1) or {"x": 1})["x"] == 1
+    assert store.run("a", lambda: calls.append(2) or {"x": 2})["x"] == 1
+    assert calls == [1] and json.loads(store.path("a").read_text())["cell"] == "a"
+
+
+def test_unknown_suite() -> None:
+    with pytest.raises(ConfigError, match="unknown benchmark suite 'big'; available: smoke, synthetic-small"):
+        get_suite("big")
+    assert {"smoke", "synthetic-small"} <= set(SUITES)
+
+
+def _run_cli(argv: list[str]) -> int:
+    from anatssl.cli import benchmark
+
+    parser = argparse.ArgumentParser()
+    benchmark.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["benchmark", *argv])
+    return int(args.func(args))
+
+
+@pytest.mark.slow
+def test_smoke_suite_on_given_data_resumes(tmp_path: Path) -> None:
+    data = write_labelled_dataset(tmp_path / "data", n=6, size=64)
+    out = tmp_path / "bench"
+    assert _run_cli(["--suite", "smoke", "--out", str(out), "--data", str(data)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["inits"] == ["scratch", "swinssl", "simmim"] and not res["failures"]
+    for init in res["inits"]:
+        assert 0.0 <= res["segmentation"][init]["2"]["mean_dice"]["mean"] <= 1.0
+    md = (out / "results.md").read_text()
+    assert "| scratch |" in md and "| simmim |" in md and "CPU-minutes" in md
+    assert (out / "plots" / "dice_vs_labeled.png").is_file() and (
+        out / "plots" / "pretrain_loss.png"
+    ).is_file()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    (out / "cells" / "finetune-simmim-n2-s0.json").unlink()
+    assert _run_cli(["--suite", "smoke", "--out", str(out), "--data", str(data)]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    changed = sorted(k for k in after if after[k] != stamps.get(k))
+    assert changed == ["finetune-simmim-n2-s0.json"]
+
+
+@pytest.mark.slow
+def test_smoke_suite_on_synthetic_data(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    assert _run_cli(["--suite", "smoke", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert not res["failures"] and set(res["segmentation"]) == {"scratch", "swinssl", "simmim"}
+    assert set(res["correspondence"]) == {
+        "scratch",
+        "swinssl",
+        "simmim",
+    }  # synthetic subjects carry landmarks
+    assert (out / "plots" / "correspondence.png").is_file()
