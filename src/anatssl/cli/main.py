@@ -19,6 +19,7 @@ COMMANDS = [
     "pretrain",
     "finetune",
     "export",
+    "benchmark",
     "embed",
     "match",
     "evaluate",
