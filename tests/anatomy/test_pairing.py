@@ -187,3 +187,23 @@ def test_margin_shrinks_on_small_axes() -> None:
     img[0, 20, 20, 1] = 1  # z has 10 slices: the margin shrinks to 4, slice 1 is still excluded
     fg = PairMiner(border_margin=16).foreground(Volume(img, np.eye(4), "small.nii.gz"))
     assert len(fg) == 32 and fg[:, 2].min() >= 4 and fg[:, 0].min() >= 16
+
+
+def test_refinement_equals_full_resolution_upsampling(subjects: tuple[Subject, Subject]) -> None:
+    """The refined voxel is the argmax of the similarity interpolated at every voxel of B."""
+    from anatssl.anatomy.pairing import _FineIndex, _trilinear_table, refine_to_voxel
+
+    a, b = subjects
+    ea, eb = ideal_embedding(a), ideal_embedding(b)
+    index = _FineIndex(eb)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in b.volume.spatial_shape], indexing="ij"), -1)
+    vox = grid.reshape(-1, 3)
+    idx, w = _trilinear_table(voxel_to_grid(b.volume, eb.fine_affine, vox), eb.fine_shape)
+    for p in (np.array([24, 24, 24]), np.array([15, 30, 20])):
+        fq = sample_embedding(ea.fine, voxel_to_grid(a.volume, ea.fine_affine, p[None]))
+        cq = sample_embedding(ea.coarse, voxel_to_grid(a.volume, ea.coarse_affine, p[None]))
+        sim = index.similarity(fq, cq)[:, 0]
+        got, score = refine_to_voxel(sim, int(sim.argmax()), b.volume, eb)
+        full = (sim[idx] * w).sum(axis=1)
+        assert score == pytest.approx(float(full.max()), abs=1e-6)
+        assert (got == vox[int(full.argmax())]).all()

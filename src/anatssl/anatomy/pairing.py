@@ -9,8 +9,10 @@ drawn, up to ``max_tries`` (100), and the best try is kept.
 
 Geometry is exact: a voxel index of A goes to world mm through ``Volume.affine`` and to a fractional
 embedding-grid index through ``EmbeddingMap.world_to_grid``; the matched fine-grid index of B comes
-back the same way (:func:`grid_to_voxel`). Spacing, stride, origin and orientation are all in the
-affines, so scans of any spacing and orientation pair up correctly.
+back the same way (:func:`grid_to_voxel`) and is refined to B's voxel grid by interpolating the
+similarity within one fine cell (:func:`refine_to_voxel`: the voxel the public code's full-resolution
+upsampling would pick). Spacing, stride, origin and orientation are all in the affines, so scans of
+any spacing and orientation pair up correctly.
 
 Speed: the public code scores one query at a time against similarity maps upsampled to the full
 volume. Here the query candidates are all drawn up front (so the result does not depend on how they
@@ -142,15 +144,46 @@ class _FineIndex:
         frac = EmbeddingMap.world_to_grid(emb.coarse_affine, world)
         self.up_idx, self.up_w = _trilinear_table(frac, emb.coarse.shape[1:])  # (Nf, 8)
 
-    def scores(self, fq: np.ndarray, cq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(K, D) fine and coarse query vectors -> best fine-grid flat index (K,) and its score (K,)."""
+    def similarity(self, fq: np.ndarray, cq: np.ndarray) -> np.ndarray:
+        """(K, D) fine and coarse query vectors -> (Nf, K) ½(fine cos + upsampled coarse cos), fine grid."""
         sim_c = self.coarse @ cq.T  # (Nc, K)
         sim = self.fine @ fq.T  # (Nf, K)
         for n in range(8):
             sim += sim_c[self.up_idx[:, n]] * self.up_w[:, n : n + 1]
         sim *= 0.5
+        return sim
+
+    def scores(self, fq: np.ndarray, cq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, D) query vectors -> best fine-grid flat index (K,) and its score (K,)."""
+        sim = self.similarity(fq, cq)
         best = sim.argmax(axis=0)
         return best, sim[best, np.arange(sim.shape[1])]
+
+
+def refine_to_voxel(
+    sim: np.ndarray, flat: int, volume: Volume, emb: EmbeddingMap
+) -> tuple[np.ndarray, float]:
+    """Sub-cell refinement of a fine-grid match: argmax of the trilinearly interpolated similarity over
+    the voxels of ``volume`` within one fine cell of grid point ``flat``.
+
+    ``sim`` is the (Nf,) similarity of one query on the fine grid. This is what upsampling the similarity
+    to the full voxel grid (the public code) gives near its maximum, at the cost of a few hundred
+    interpolations instead of a full-volume upsampling. Returns the (3,) voxel and its score.
+    """
+    g = np.array(np.unravel_index(flat, emb.fine_shape), dtype=np.float64)
+    centre = grid_to_voxel(volume, emb.fine_affine, g)
+    # extent of one fine cell in voxels of ``volume``, per axis
+    cell = np.abs(np.linalg.inv(volume.affine)[:3, :3] @ emb.fine_affine[:3, :3]).sum(axis=1)
+    half = np.ceil(cell).astype(np.int64)
+    shape = np.asarray(volume.spatial_shape)
+    lo = np.clip(np.rint(centre).astype(np.int64) - half, 0, shape - 1)
+    hi = np.clip(np.rint(centre).astype(np.int64) + half, 0, shape - 1)
+    axes = [np.arange(a, b + 1) for a, b in zip(lo, hi)]
+    vox = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    idx, w = _trilinear_table(voxel_to_grid(volume, emb.fine_affine, vox), emb.fine_shape)
+    s = (sim[idx] * w).sum(axis=1)
+    k = int(s.argmax())
+    return vox[k].astype(np.int64), float(s[k])
 
 
 class PairMiner:
@@ -262,26 +295,29 @@ class PairMiner:
         fg_a = self.foreground(vol_a)
         cand = fg_a[rng.integers(len(fg_a), size=self.max_tries)]  # (T, 3)
         index = self._fine_index(vol_b, emb_b)
-        best_score, best_i, best_flat = -np.inf, 0, 0
+        best_score, best_i, best_flat, best_sim = -np.inf, 0, 0, np.empty(0, np.float32)
         for start in range(0, self.max_tries, self.chunk):
             pts = cand[start : start + self.chunk]
             fq = sample_embedding(emb_a.fine, voxel_to_grid(vol_a, emb_a.fine_affine, pts))
             cq = sample_embedding(emb_a.coarse, voxel_to_grid(vol_a, emb_a.coarse_affine, pts))
-            flat, score = index.scores(fq, cq)
+            sim = index.similarity(fq, cq)
+            flat = sim.argmax(axis=0)
+            score = sim[flat, np.arange(sim.shape[1])]
             ok = np.flatnonzero(score > self.threshold)
             if len(ok):
                 i = int(ok[0])
-                return self._result(vol_a, cand[start + i], vol_b, emb_b, int(flat[i]), float(score[i]),
+                return self._result(cand[start + i], vol_b, emb_b, sim[:, i], int(flat[i]), float(score[i]),
                                     start + i + 1, True)
             j = int(score.argmax())
             if score[j] > best_score:
                 best_score, best_i, best_flat = float(score[j]), start + j, int(flat[j])
-        return self._result(vol_a, cand[best_i], vol_b, emb_b, best_flat, best_score, self.max_tries, False)
+                best_sim = sim[:, j].copy()
+        return self._result(cand[best_i], vol_b, emb_b, best_sim, best_flat, best_score, self.max_tries,
+                            False)
 
     @staticmethod
-    def _result(vol_a: Volume, p: np.ndarray, vol_b: Volume, emb_b: EmbeddingMap, flat: int, score: float,
+    def _result(p: np.ndarray, vol_b: Volume, emb_b: EmbeddingMap, sim: np.ndarray, flat: int, score: float,
                 tries: int, accepted: bool) -> MinedPair:
-        g = np.array(np.unravel_index(flat, emb_b.fine_shape), dtype=np.float64)
-        vb = np.rint(grid_to_voxel(vol_b, emb_b.fine_affine, g)).astype(np.int64)
-        vb = np.clip(vb, 0, np.asarray(vol_b.spatial_shape) - 1)
+        """The pair, p' refined to B's voxel grid; ``score`` stays the fine-grid maximum that was tested."""
+        vb, _ = refine_to_voxel(sim, flat, vol_b, emb_b)
         return MinedPair(np.asarray(p, dtype=np.int64).copy(), vb, score, tries, accepted)
