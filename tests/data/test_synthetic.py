@@ -218,6 +218,7 @@ def test_smooth_field_unit_variance_and_point_evaluation() -> None:
     pts = np.array([[0.0, 50.0, 200.0], [120.0, 5.0, 35.0]])
     ijk = np.rint(pts / 5.0).astype(int)
     assert np.allclose(f.at_points(pts), g[:, ijk[:, 0], ijk[:, 1], ijk[:, 2]].T, atol=1e-4)
+    assert np.allclose(f.at_points(np.array([[-1000.0, 50.0, 50.0]])), 0.0)  # beyond the lattice
 
 
 def test_write_dataset_round_trip(tmp_path: Path) -> None:

@@ -81,8 +81,12 @@ class SmoothField:
     def at_points(self, pts_mm: np.ndarray) -> np.ndarray:
         """(P, 3) world-mm points -> (P, K) field values (float64)."""
         pts = np.atleast_2d(np.asarray(pts_mm, dtype=np.float64))
-        w = [
-            bspline_weights(pts[:, a], self.start[a], self.step[a], self.coeffs.shape[1 + a])
-            for a in range(3)
-        ]
-        return np.einsum("pi,pj,pk,cijk->pc", w[0], w[1], w[2], self.coeffs.astype(np.float64))
+        u = (pts - self.start) / self.step  # (P, 3) lattice coordinates
+        idx, w = [], []
+        for a in range(3):  # each point only sees the 4 control points around it per axis
+            i = np.floor(u[:, a]).astype(int)[:, None] - 1 + np.arange(4)[None, :]  # (P, 4)
+            inside = (i >= 0) & (i < self.coeffs.shape[1 + a])
+            w.append(bspline3(u[:, a, None] - i) * inside)
+            idx.append(np.clip(i, 0, self.coeffs.shape[1 + a] - 1))
+        c = self.coeffs[:, idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :]]
+        return np.einsum("cpijk,pi,pj,pk->pc", c.astype(np.float64), w[0], w[1], w[2])

@@ -11,7 +11,7 @@ hundred milliseconds without a Python loop over voxels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +29,9 @@ class Canvas:
     """The voxel grid being painted.
 
     ``x, y, z``: (X, Y, Z) float32 canonical coordinates of each voxel centre, with
-    ``canonical = lin @ (world - shift) + disp(world)``; ``affine``: voxel -> world (4, 4);
-    ``dmax``: bound on |disp| (mm); ``tex``: named smooth noise fields (X, Y, Z), unit variance.
-    ``label`` (uint8) and ``hu`` (float32) are painted in place.
+    ``canonical = lin @ (world - shift) + sum(f(world) for f in disp)``; ``affine``: voxel -> world
+    (4, 4); ``dmax``: bound on the displacement's length over the grid (mm); ``tex``: named smooth
+    noise fields (X, Y, Z), unit variance. ``label`` (uint8) and ``hu`` (float32) are painted in place.
     """
 
     x: np.ndarray
@@ -40,7 +40,7 @@ class Canvas:
     affine: np.ndarray
     lin: np.ndarray
     shift: np.ndarray
-    disp: SmoothField
+    disp: Sequence[SmoothField]
     dmax: float
     tex: dict[str, np.ndarray]
     label: np.ndarray = field(init=False)
@@ -79,8 +79,17 @@ class Canvas:
         inv = np.linalg.inv(self.lin)
         p = self.shift + q @ inv.T
         for _ in range(iters):
-            p = self.shift + (q - self.disp.at_points(p)) @ inv.T
+            p = self.shift + (q - self.displacement(p)) @ inv.T
         return p
+
+    def displacement(self, p: np.ndarray) -> np.ndarray:
+        """(P, 3) world mm -> (P, 3) displacement (mm) at those points."""
+        return sum((f.at_points(p) for f in self.disp), np.zeros((len(p), 3)))
+
+    def to_canonical(self, p: np.ndarray) -> np.ndarray:
+        """(P, 3) world mm -> (P, 3) canonical mm (the forward map the grid was painted with)."""
+        p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+        return (p - self.shift) @ self.lin.T + self.displacement(p)
 
     def paint(self, sl: Block, mask: np.ndarray, label: int | None, hu: float | np.ndarray) -> None:
         """Set ``label`` (None: keep) and ``hu`` (scalar or block-shaped array) where ``mask``."""

@@ -4,8 +4,9 @@ Pipeline (all vectorised numpy, no loop over voxels):
 
 1. draw the subject's anatomy (``anatomy.py``), contrast phase and scan range;
 2. map every voxel to the canonical body frame: a global scaling (body size, +-10 %), a small rotation
-   (patient alignment, +-3-4 degrees), and a smooth random elastic deformation (cubic B-spline
-   free-form deformation, control points every 60 mm, 4-8 mm RMS), see ``field.py``;
+   (patient alignment, 2-3 degrees), and a smooth random elastic deformation (cubic B-spline
+   free-form deformations: control points every 60 mm with 4-8 mm RMS for posture and organ
+   position, plus every 25 mm with 1.5-3 mm RMS for organ shape), see ``field.py``;
 3. paint labels and noise-free HU (``phantom.py``), optionally lesions;
 4. image formation: Gaussian blur (PSF 0.6-1.2 mm sigma, at least half a voxel so that edges are
    anti-aliased), a smooth multiplicative bias about water (+-3 %) and an additive one (+-4 HU),
@@ -173,11 +174,13 @@ def _make_subject(
 
     # World -> canonical: q = lin (p - shift) + disp(p).
     lin = np.diag(1.0 / scale) @ R.T
-    amp = r_field.uniform(4.0, 8.0)
-    disp_field = SmoothField.random(r_field, lo, hi, wavelength_mm=120.0, components=3)
-    disp_field.coeffs *= np.float32(amp)
-    disp = disp_field.on_grid(axes)  # (3, X, Y, Z)
-    dmax = float(np.abs(disp).max()) + 1.0
+    fields = []
+    for wavelength, (lo_amp, hi_amp) in ((120.0, (4.0, 8.0)), (50.0, (1.5, 3.0))):
+        f = SmoothField.random(r_field, lo, hi, wavelength_mm=wavelength, components=3)
+        f.coeffs *= np.float32(r_field.uniform(lo_amp, hi_amp))
+        fields.append(f)
+    disp = fields[0].on_grid(axes) + fields[1].on_grid(axes)  # (3, X, Y, Z)
+    dmax = float(np.sqrt((disp**2).sum(axis=0)).max()) + 1.0
     px, py, pz = (np.asarray(ax - shift[a], dtype=np.float32) for a, ax in enumerate(axes))
     px, py, pz = px[:, None, None], py[None, :, None], pz[None, None, :]
     L32 = lin.astype(np.float32)
@@ -190,7 +193,7 @@ def _make_subject(
     }
     # A second fine texture: the first one shifted by ~ 10 correlation lengths (nearly independent).
     tex["fine2"] = np.roll(tex["fine"], tuple(max(1, int(round(35.0 / s))) for s in spv), axis=(0, 1, 2))
-    canvas = Canvas(cx, cy, cz, affine, lin, shift, disp_field, dmax, tex)
+    canvas = Canvas(cx, cy, cz, affine, lin, shift, fields, dmax, tex)
     paint_phantom(canvas, anat, H)
     lesions: list[dict[str, object]] = []
     if lesion:
