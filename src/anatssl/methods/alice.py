@@ -303,11 +303,11 @@ class Alice(SSLMethod):
         return sq**0.5
 
 
-def _alice_source(cfg: PretrainConfig, data_path: str, out: Path, data_cfg: Any = None) -> Any:
-    """The training volumes as Alice (or, with ``data_cfg``, SAM) preprocesses them; bad scans dropped."""
+def _alice_source(cfg: PretrainConfig, data_path: str, out: Path) -> Any:
+    """The training volumes as Alice preprocesses them (the trainer's source); bad scans dropped."""
     from anatssl.data.source import VolumeSource
 
-    src = VolumeSource(data_path, data_cfg or cfg.data, cache_dir=cfg.data.cache_dir,
+    src = VolumeSource(data_path, cfg.data, cache_dir=cfg.data.cache_dir,
                        fallback_cache_dir=out / "cache", channels=cfg.model.in_channels)
     if hasattr(src, "validate"):
         src.validate(progress=False)
@@ -362,32 +362,19 @@ def train_sam_stage0(cfg: PretrainConfig, data_path: str, sam_run: str) -> None:
     pretrain(sam_cfg, data_path, sam_run, resume=resume)
 
 
-def embed_for_alice(cfg: PretrainConfig, sam_run: str, data_path: str, cache_dir: str, out_dir: str) -> None:
-    """Embed every training volume with the SAM model of ``sam_run`` into ``cache_dir`` (fresh entries kept).
+def embed_for_alice(cfg: PretrainConfig, sam_run: str, data_path: str, cache_dir: str) -> None:
+    """``anatssl embed --model sam_run --data data_path --out cache_dir`` (fresh entries are kept).
 
-    Volumes are preprocessed with the SAM run's own data preset (the spacing it was trained at); Alice
-    reaches the embedding through world coordinates, so its own preprocessing may differ.
+    The scans are preprocessed with the SAM run's own data preset (the spacing it was trained at);
+    Alice reaches the embeddings through world coordinates, so its own preprocessing may differ.
     """
-    from anatssl.anatomy.cache import EmbeddingCache, embed_volume, preset_hash
-    from anatssl.anatomy.sam_model import load_sam_run
+    from anatssl.anatomy.cache import embed_dataset
     from anatssl.engine.trainer import resolve_device
 
-    device = resolve_device(cfg.train.device)
-    net, sam_cfg, model_hash = load_sam_run(sam_run, device=device)
-    src = _alice_source(cfg, data_path, Path(out_dir), data_cfg=sam_cfg.data)
-    cache = EmbeddingCache(cache_dir)
-    cache.root.mkdir(parents=True, exist_ok=True)
-    cache.write_manifest(sam_run, model_hash, sam_cfg.data, net)
-    ph = preset_hash(sam_cfg.data)
-    done = 0
-    with torch.no_grad():
-        for i in range(len(src)):
-            vol = src.load(i)
-            if cache.stale_reason(vol.path, model_hash, ph) is None:
-                continue
-            cache.put(vol.path, embed_volume(net, vol, device=device), model_hash, ph)
-            done += 1
-    log.info("alice: embedded %d volume(s) (%d already fresh) into %s", done, len(src) - done, cache_dir)
+    stats = embed_dataset(sam_run, data_path, cache_dir, device=resolve_device(cfg.train.device),
+                          progress=cfg.train.progress)
+    log.info("alice: embedded %d scan(s) (%d already cached) into %s", stats["computed"], stats["skipped"],
+             cache_dir)
 
 
 def prepare_alice_run(
@@ -428,6 +415,6 @@ def prepare_alice_run(
                      p.sam_steps, sam_run)
             train_sam_stage0(cfg, data_path, sam_run)
     log.info("alice: caching the SAM embeddings of %s in %s", data_path, cache_dir)
-    embed_for_alice(cfg, sam_run, data_path, cache_dir, out_dir)
+    embed_for_alice(cfg, sam_run, data_path, cache_dir)
     check_alice_data(cfg, data_path, out_dir, cache_dir)
     return cache_dir
