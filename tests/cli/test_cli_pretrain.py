@@ -1,0 +1,70 @@
+"""``anatssl synth`` -> ``anatssl pretrain`` through the real CLI entry point, on real NIfTI files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import FAST_SWINSSL
+
+from anatssl.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "data"
+    assert main(["synth", "--out", str(out), "--n", "3", "--seed", "0", "--size", "48", "--quiet"]) == 0
+    return out
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_pause_and_resume_through_the_cli(synth_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(run), *FAST_SWINSSL]
+    assert main([*args, "train.max_steps=4", "train.stop_after=2"]) == 0
+    assert [r["step"] for r in _rows(run)] == [1, 2]
+    assert main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(run), "--resume"]) == 0
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    saved = (run / "config.yaml").read_text()
+    assert "max_steps: 4" in saved and "backbone: conv" in saved
+
+
+def test_cli_errors_are_one_clear_line(synth_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(tmp_path / "r"),
+                 "train.batch_sz=2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown config key" in err and "batch_size" in err and "Traceback" not in err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["pretrain", "--method", "swinssl", "--data", str(empty), "--out", str(tmp_path / "r2"),
+                 *FAST_SWINSSL])
+    err = capsys.readouterr().err
+    assert code == 2 and "empty" in err and "no scans" in err.lower()
+
+    code = main(["pretrain", "--method", "swinssl", "--data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "r3"), *FAST_SWINSSL])
+    assert code == 2 and "nowhere" in capsys.readouterr().err
+
+    code = main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(tmp_path / "r4"),
+                 "--resume"])
+    assert code == 2 and "config.yaml does not exist" in capsys.readouterr().err
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from anatssl.cli.main import COMMANDS
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "usage: anatssl" in out and len(out) > 200, name
