@@ -135,6 +135,9 @@ def paint_phantom(c: Canvas, a: Anatomy, H: dict[str, float]) -> None:
     c.paint(full, abdomen, 0, visc)
     med = np.where(tb > 1.2, H["soft_tissue"], H["visceral_fat"] + 10.0 * tf)
     c.paint(full, chest, 0, med)
+    # Above the lung apices: the root of the neck and the shoulder girdle, muscle with fat planes.
+    neck = chest & (z > a.lung_apex_z - 30.0)
+    c.paint(full, neck, 0, np.where(tb > 0.9, H["visceral_fat"], H["muscle"] + 4.0 * tf))
     c.paint(full, cavity & (np.abs(z - zd) < 4.0), 0, H["muscle"])  # the diaphragm
 
     # --- muscles of the back and the psoas.
@@ -154,7 +157,7 @@ def paint_phantom(c: Canvas, a: Anatomy, H: dict[str, float]) -> None:
         xs, ys, zs = c.coords(sl)
         inside = (f_in[sl] < -(tm + 12.0)) & (zs > zd[sl] + 4.0)
         for name, s in (("lung_right", 1.0), ("lung_left", -1.0)):
-            apex = a.lung_apex_z - ((xs - s * 65.0) ** 2 + (ys + 10.0) ** 2) / 110.0
+            apex = a.lung_apex_z - ((xs - s * 65.0) ** 2 + (ys + 10.0) ** 2) / 70.0  # domed apices
             m = inside & (zs < apex) & (s * (xs + 5.0) > 26.0)
             vessels = np.abs(tf[sl]) < 0.07
             val = H["lung"] - 35.0 * np.clip(ys, -120.0, 60.0) / 100.0 + 12.0 * tc[sl]
