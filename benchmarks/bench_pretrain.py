@@ -40,14 +40,26 @@ print("RESULT " + json.dumps({"seconds": [r["seconds"] for r in rows],
 def run_one(method: str, preset: str, steps: int, overrides: list[str], threads: int, data: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, method, preset, str(steps), json.dumps(overrides), str(threads),
-             str(data), str(Path(tmp) / "run")],
-            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                method,
+                preset,
+                str(steps),
+                json.dumps(overrides),
+                str(threads),
+                str(data),
+                str(Path(tmp) / "run"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
         )
     if out.returncode != 0:
         raise SystemExit(out.stderr[-4000:])
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    res = json.loads(line[len("RESULT "):])
+    res = json.loads(line[len("RESULT ") :])
     timed = res["seconds"][1:] or res["seconds"]
     res["step_s"] = statistics.mean(timed)
     res["step_s_std"] = statistics.pstdev(timed)
@@ -68,8 +80,24 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     data = Path(args.data) if args.data else Path(tmp.name) / "synth"
     if not args.data:
-        subprocess.run([sys.executable, "-m", "anatssl.cli.main", "synth", "--out", str(data), "--n", "4",
-                        "--seed", "0", "--size", "96"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "anatssl.cli.main",
+                "synth",
+                "--out",
+                str(data),
+                "--n",
+                "4",
+                "--seed",
+                "0",
+                "--size",
+                "96",
+            ],
+            check=True,
+            capture_output=True,
+        )
     results = []
     for preset in args.preset:
         res = run_one(args.method, preset, args.steps, args.set, args.threads, data)
@@ -79,8 +107,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in results:
         cuda = f"{r['cuda_mb']:.0f}" if r["cuda_mb"] is not None else "-"
-        print(f"| {r['method']} | {r['preset']} | {' '.join(r['overrides']) or '-'} | "
-              f"{r['step_s']:.2f} +- {r['step_s_std']:.2f} | {r['rss_mb']:.0f} | {cuda} |")
+        print(
+            f"| {r['method']} | {r['preset']} | {' '.join(r['overrides']) or '-'} | "
+            f"{r['step_s']:.2f} +- {r['step_s_std']:.2f} | {r['rss_mb']:.0f} | {cuda} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -17,7 +17,9 @@ class MemorySource:
     def __init__(self, n: int = 3, shape: tuple[int, int, int] = (40, 40, 36), seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.volumes = [
-            Volume(rng.random((1, *shape), dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), f"mem_{i}.nii.gz")
+            Volume(
+                rng.random((1, *shape), dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), f"mem_{i}.nii.gz"
+            )
             for i in range(n)
         ]
 

@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import FAST_SWINSSL
 
 from anatssl.cli.main import main
+from conftest import FAST_SWINSSL
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,10 @@ def test_pretrain_pause_and_resume_through_the_cli(synth_data: Path, tmp_path: P
     args = ["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(run), *FAST_SWINSSL]
     assert main([*args, "train.max_steps=4", "train.stop_after=2"]) == 0
     assert [r["step"] for r in _rows(run)] == [1, 2]
-    assert main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(run), "--resume"]) == 0
+    assert (
+        main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(run), "--resume"])
+        == 0
+    )
     rows = _rows(run)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss"]) for r in rows)
@@ -36,26 +39,68 @@ def test_pretrain_pause_and_resume_through_the_cli(synth_data: Path, tmp_path: P
     assert "max_steps: 4" in saved and "backbone: conv" in saved
 
 
-def test_cli_errors_are_one_clear_line(synth_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(tmp_path / "r"),
-                 "train.batch_sz=2"])
+def test_cli_errors_are_one_clear_line(
+    synth_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "pretrain",
+            "--method",
+            "swinssl",
+            "--data",
+            str(synth_data),
+            "--out",
+            str(tmp_path / "r"),
+            "train.batch_sz=2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "unknown config key" in err and "batch_size" in err and "Traceback" not in err
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = main(["pretrain", "--method", "swinssl", "--data", str(empty), "--out", str(tmp_path / "r2"),
-                 *FAST_SWINSSL])
+    code = main(
+        [
+            "pretrain",
+            "--method",
+            "swinssl",
+            "--data",
+            str(empty),
+            "--out",
+            str(tmp_path / "r2"),
+            *FAST_SWINSSL,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "empty" in err and "no scans" in err.lower()
 
-    code = main(["pretrain", "--method", "swinssl", "--data", str(tmp_path / "nowhere"), "--out",
-                 str(tmp_path / "r3"), *FAST_SWINSSL])
+    code = main(
+        [
+            "pretrain",
+            "--method",
+            "swinssl",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "r3"),
+            *FAST_SWINSSL,
+        ]
+    )
     assert code == 2 and "nowhere" in capsys.readouterr().err
 
-    code = main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(tmp_path / "r4"),
-                 "--resume"])
+    code = main(
+        [
+            "pretrain",
+            "--method",
+            "swinssl",
+            "--data",
+            str(synth_data),
+            "--out",
+            str(tmp_path / "r4"),
+            "--resume",
+        ]
+    )
     assert code == 2 and "config.yaml does not exist" in capsys.readouterr().err
 
 

@@ -3,14 +3,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anatssl.config import build_pretrain_config, load_pretrain_config, parse_overrides, pretrain_config_to_dict
+from anatssl.config import (
+    build_pretrain_config,
+    load_pretrain_config,
+    parse_overrides,
+    pretrain_config_to_dict,
+)
 from anatssl.errors import ConfigError
 
 
 def test_preset_then_overrides_resolve_in_order(tmp_path: Path) -> None:
     user = tmp_path / "user.yaml"
     user.write_text("train:\n  batch_size: 3\n  max_steps: 7\n")
-    cfg = load_pretrain_config("swinssl", "tiny", user, ["train.max_steps=20", "seed=5", "swinssl.temperature=0.2"])
+    cfg = load_pretrain_config(
+        "swinssl", "tiny", user, ["train.max_steps=20", "seed=5", "swinssl.temperature=0.2"]
+    )
     assert cfg.train.batch_size == 3  # from the user file
     assert cfg.train.max_steps == 20  # override beats the file
     assert cfg.seed == 5
@@ -66,8 +73,11 @@ def test_missing_preset_lists_available() -> None:
 
 
 def test_parse_overrides_types_and_errors() -> None:
-    assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=true", "e=x"]) == {"a": {"b": 1, "c": [1, 2]}, "d": True,
-                                                                          "e": "x"}
+    assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=true", "e=x"]) == {
+        "a": {"b": 1, "c": [1, 2]},
+        "d": True,
+        "e": "x",
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["train.max_steps"])
 
@@ -75,6 +85,8 @@ def test_parse_overrides_types_and_errors() -> None:
 def test_crop_not_fitting_backbone_stride_is_rejected() -> None:
     from anatssl.methods import build_method
 
-    cfg = load_pretrain_config("swinssl", "tiny", None, ["model.backbone=conv", "swinssl.crop_size=[48,48,40]"])
+    cfg = load_pretrain_config(
+        "swinssl", "tiny", None, ["model.backbone=conv", "swinssl.crop_size=[48,48,40]"]
+    )
     with pytest.raises(ConfigError, match="divisible by 32"):
         build_method(cfg)

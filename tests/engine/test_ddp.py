@@ -22,7 +22,8 @@ from conftest import FAST_SWINSSL, MemorySource
 from anatssl.config import load_pretrain_config
 from anatssl.engine.trainer import Trainer
 from anatssl.engine import distributed as D
-cfg = load_pretrain_config("swinssl", "tiny", None, [*FAST_SWINSSL, "train.max_steps=3", "train.batch_size=1"])
+extra = ["train.max_steps=3", "train.batch_size=1"]
+cfg = load_pretrain_config("swinssl", "tiny", None, [*FAST_SWINSSL, *extra])
 tr = Trainer(cfg, MemorySource(), sys.argv[1])
 tr.fit()
 total = sum(float(p.detach().double().sum()) for p in tr.method.parameters())
@@ -37,8 +38,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
-                    reason="torchrun not found")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not found",
+)
 def test_two_process_gloo_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
     script = tmp_path / "ddp.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parents[1])))
@@ -47,7 +50,10 @@ def test_two_process_gloo_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(run)],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]

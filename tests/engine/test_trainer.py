@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_SWINSSL, MemorySource
 
 from anatssl.config import load_pretrain_config
 from anatssl.engine.checkpoint import load_checkpoint
 from anatssl.engine.data import StepBatchSampler, ViewDataset
 from anatssl.engine.trainer import Trainer, lr_at, pretrain
 from anatssl.errors import ConfigError, TrainingError
+from conftest import FAST_SWINSSL, MemorySource
 
 
 def _cfg(*extra: str):  # type: ignore[no-untyped-def]
@@ -127,8 +127,13 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parents[1])))
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(script), str(run)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "metrics.jsonl").exists():
         time.sleep(0.2)
@@ -156,7 +161,9 @@ def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
 
 
 def test_grad_accumulation_matches_a_double_batch_in_sample_count(tmp_path: Path) -> None:
-    pretrain(_cfg("train.max_steps=2", "train.grad_accum=2", "train.batch_size=1"), MemorySource(), tmp_path / "r")
+    pretrain(
+        _cfg("train.max_steps=2", "train.grad_accum=2", "train.batch_size=1"), MemorySource(), tmp_path / "r"
+    )
     assert len(_rows(tmp_path / "r")) == 2
 
 

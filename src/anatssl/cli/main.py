@@ -20,6 +20,7 @@ COMMANDS = [
     "finetune",
     "export",
     "benchmark",
+    "views",
     "embed",
     "match",
     "evaluate",

@@ -33,20 +33,30 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--method", required=True, choices=METHODS.names(), help="the SSL method")
-    p.add_argument("--data", required=True, help="dataset.json, a folder of NIfTI files / DICOM series, or a CSV")
+    p.add_argument(
+        "--data", required=True, help="dataset.json, a folder of NIfTI files / DICOM series, or a CSV"
+    )
     p.add_argument("--out", required=True, help="run directory (created)")
-    p.add_argument("--preset", default="tiny",
-                   help="configs/pretrain/<method>_<preset>.yaml: tiny (CPU scale) or base (paper scale); "
-                   "default tiny")
+    p.add_argument(
+        "--preset",
+        default="tiny",
+        help="configs/pretrain/<method>_<preset>.yaml: tiny (CPU scale) or base (paper scale); default tiny",
+    )
     p.add_argument("--config", help="a YAML file merged over the preset")
-    p.add_argument("--resume", action="store_true",
-                   help="continue RUN from checkpoints/last.pt with RUN/config.yaml (+ overrides, "
-                   "e.g. a larger train.max_steps)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from checkpoints/last.pt with RUN/config.yaml (+ overrides, "
+        "e.g. a larger train.max_steps)",
+    )
     p.add_argument("--embeddings", help="alice: a SAM embedding cache made by `anatssl embed`")
     p.add_argument("--sam", help="alice: a SAM run (`anatssl pretrain --method sam`) to embed the data with")
     p.add_argument("--pairing", choices=["sam", "random", "same"], help="alice: shortcut for alice.pairing")
-    p.add_argument("--casa-target", choices=["teacher_decoder", "teacher_encoder"],
-                   help="alice: shortcut for alice.casa_target")
+    p.add_argument(
+        "--casa-target",
+        choices=["teacher_decoder", "teacher_encoder"],
+        help="alice: shortcut for alice.casa_target",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
     return p
@@ -83,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "alice":
         from anatssl.methods.alice import prepare_alice_run
 
-        cfg.params.embeddings_dir = prepare_alice_run(cfg, args.data, args.out, embeddings=args.embeddings,
-                                                      sam_run=args.sam)
+        cfg.params.embeddings_dir = prepare_alice_run(
+            cfg, args.data, args.out, embeddings=args.embeddings, sam_run=args.sam
+        )
     elif args.embeddings or args.sam:
         from anatssl.errors import ConfigError
 

@@ -17,9 +17,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="quickstart", help="output folder (default: ./quickstart)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
-    p.add_argument("--method", default=None,
-                   help="pretraining method (default: alice when available, else swinssl)")
-    p.add_argument("--fast", action="store_true", help="a ~1-minute smoke version (fewer steps, smaller data)")
+    p.add_argument(
+        "--method", default=None, help="pretraining method (default: alice when available, else swinssl)"
+    )
+    p.add_argument(
+        "--fast", action="store_true", help="a ~1-minute smoke version (fewer steps, smaller data)"
+    )
     p.set_defaults(func=run)
     return p
 

@@ -41,7 +41,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -100,13 +102,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {_type_name(tp)}")
-    if dataclasses.is_dataclass(tp):
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {_type_name(tp)}"
+        )
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, where)  # type: ignore[arg-type]
+        return from_dict(tp, value, where)
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where} = {value!r}; valid values: {', '.join(map(repr, args))}")

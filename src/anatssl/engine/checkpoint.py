@@ -43,7 +43,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every global RNG the training step may draw from, as tensors / lists (weights_only-safe)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # noqa: NPY002 - the legacy global state is what we save
     state: dict[str, Any] = {
         "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
         "python_version": random.getstate()[0],
@@ -64,7 +64,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((state["python_version"], tuple(py[:-1]), py[-1] or None))
     n = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     )
     torch.set_rng_state(state["torch"])
@@ -99,7 +99,9 @@ def find_run_checkpoint(run: str | Path) -> Path:
     if run.is_dir():
         path = run / "checkpoints" / "last.pt"
         if not path.is_file():
-            raise CheckpointError(f"run directory {run} has no checkpoints/last.pt; has its training started?")
+            raise CheckpointError(
+                f"run directory {run} has no checkpoints/last.pt; has its training started?"
+            )
         return path
     if run.is_file():
         return run

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from anatssl.errors import DataError
-from anatssl.methods.base import VolumeProvider, ViewFn
+from anatssl.methods.base import ViewFn, VolumeProvider
 
 log = logging.getLogger("anatssl")
 
@@ -65,8 +65,15 @@ class ViewDataset(Dataset[dict[str, Any]]):
 class StepBatchSampler(Sampler[list[int]]):
     """Yields the position lists of (micro-)batches for steps ``start_step .. max_steps-1``."""
 
-    def __init__(self, start_step: int, max_steps: int, batch_size: int, grad_accum: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        start_step: int,
+        max_steps: int,
+        batch_size: int,
+        grad_accum: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.start_step = start_step
         self.max_steps = max_steps
         self.batch_size = batch_size

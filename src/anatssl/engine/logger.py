@@ -29,8 +29,16 @@ def setup_console_logging(level: int = logging.INFO) -> None:
 class RunLogger:
     """Writes metrics on the main process only; no-op elsewhere."""
 
-    def __init__(self, out_dir: Path, total_steps: int, start_step: int, enabled: bool = True,
-                 tensorboard: bool = True, progress: bool = True, description: str = "pretrain") -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        total_steps: int,
+        start_step: int,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        progress: bool = True,
+        description: str = "pretrain",
+    ) -> None:
         self.enabled = enabled
         self.metrics_path = out_dir / "metrics.jsonl"
         self._file = None
@@ -44,7 +52,9 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(out_dir), purge_step=start_step + 1 if start_step else None)
+                self._tb = SummaryWriter(
+                    log_dir=str(out_dir), purge_step=start_step + 1 if start_step else None
+                )
             except ImportError:  # pragma: no cover - tensorboard is a dependency
                 log.warning("tensorboard is not installed; only metrics.jsonl is written")
         if progress:
@@ -58,15 +68,18 @@ class RunLogger:
                 console=Console(stderr=True),
                 transient=False,
             )
-            self._task = self._progress.add_task(description, total=total_steps, completed=start_step,
-                                                 loss="-", speed="")
+            self._task = self._progress.add_task(
+                description, total=total_steps, completed=start_step, loss="-", speed=""
+            )
 
     def __enter__(self) -> RunLogger:
         if self._progress is not None:
             self._progress.start()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def log(self, row: dict[str, Any]) -> None:

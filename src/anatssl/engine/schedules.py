@@ -24,8 +24,9 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
     return start + (end - start) * step / warmup_steps
 
 
-def warmup_cosine(step: int, total_steps: int, peak: float, final: float, warmup_steps: int,
-                  warmup_start: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total_steps: int, peak: float, final: float, warmup_steps: int, warmup_start: float = 0.0
+) -> float:
     """Linear warm-up ``warmup_start -> peak`` over ``warmup_steps``, then cosine ``peak -> final``.
 
     The standard lr schedule of DINO / iBOT / Alice / S2DC (warm-up from 0, cosine to ``min_lr``).

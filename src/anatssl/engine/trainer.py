@@ -82,7 +82,9 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
 
 
 def _build_source(cfg: PretrainConfig, data: Any, out_dir: Path) -> Any:
@@ -90,8 +92,13 @@ def _build_source(cfg: PretrainConfig, data: Any, out_dir: Path) -> Any:
         return data  # an in-memory provider (len + load)
     from anatssl.data.source import VolumeSource
 
-    return VolumeSource(data, cfg.data, cache_dir=cfg.data.cache_dir, fallback_cache_dir=out_dir / "cache",
-                        channels=cfg.model.in_channels)
+    return VolumeSource(
+        data,
+        cfg.data,
+        cache_dir=cfg.data.cache_dir,
+        fallback_cache_dir=out_dir / "cache",
+        channels=cfg.model.in_channels,
+    )
 
 
 def _truncate_metrics(path: Path, start_step: int) -> None:
@@ -139,7 +146,7 @@ class Trainer:
         self._check_volume_sizes()
         if cfg.train.compile:
             enc = self.method.encoder()
-            enc.encode = torch.compile(enc.encode)  # type: ignore[method-assign]
+            enc.encode = torch.compile(enc.encode)  # type: ignore[assignment,arg-type]
         self.optimizer = build_optimizer(self.method, cfg)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" else None
         self.start_step = 0
@@ -166,7 +173,10 @@ class Trainer:
             more = f" and {len(small) - 5} more" if len(small) > 5 else ""
             log.warning(
                 "%d scan(s) are smaller than the crop %s and will be zero-padded: %s%s",
-                len(small), tuple(crop), listing, more,
+                len(small),
+                tuple(crop),
+                listing,
+                more,
             )
 
     # -- checkpoints -----------------------------------------------------------------------------------
@@ -221,8 +231,14 @@ class Trainer:
 
     def loader(self) -> DataLoader[dict[str, Any]]:
         cfg = self.cfg
-        sampler = StepBatchSampler(self.start_step, cfg.train.max_steps, cfg.train.batch_size,
-                                   cfg.train.grad_accum, D.rank(), D.world_size())
+        sampler = StepBatchSampler(
+            self.start_step,
+            cfg.train.max_steps,
+            cfg.train.batch_size,
+            cfg.train.grad_accum,
+            D.rank(),
+            D.world_size(),
+        )
         nw = cfg.data.num_workers
         return DataLoader(
             ViewDataset(self.source, self.method.views, cfg.seed),
@@ -288,9 +304,15 @@ class Trainer:
         pause = cfg.train.stop_after
         # a pause point already reached (the run is being resumed past it) no longer applies
         stop = min(cfg.train.max_steps, pause) if pause and pause > self.start_step else cfg.train.max_steps
-        logger = RunLogger(self.out_dir, cfg.train.max_steps, self.start_step, enabled=D.is_main(),
-                           tensorboard=cfg.train.tensorboard, progress=cfg.train.progress,
-                           description=f"{cfg.method} pretrain")
+        logger = RunLogger(
+            self.out_dir,
+            cfg.train.max_steps,
+            self.start_step,
+            enabled=D.is_main(),
+            tensorboard=cfg.train.tensorboard,
+            progress=cfg.train.progress,
+            description=f"{cfg.method} pretrain",
+        )
         t_run = time.perf_counter()
         try:
             with logger:
@@ -315,8 +337,12 @@ class Trainer:
             raise
         D.barrier()
         if D.is_main():
-            log.info("finished %d steps in %.1f s; checkpoint %s", step - self.start_step,
-                     time.perf_counter() - t_run, self.last_path)
+            log.info(
+                "finished %d steps in %.1f s; checkpoint %s",
+                step - self.start_step,
+                time.perf_counter() - t_run,
+                self.last_path,
+            )
         return self.out_dir
 
 

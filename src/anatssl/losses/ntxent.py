@@ -12,7 +12,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     Temperature 0.5 as in Tang et al. (their ``Contrast`` loss uses ``temperature=0.5``).
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"nt_xent needs two (B, D) tensors of one shape, got {tuple(z1.shape)}, {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent needs two (B, D) tensors of one shape, got {tuple(z1.shape)}, {tuple(z2.shape)}"
+        )
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     sim = z @ z.t() / temperature

@@ -69,7 +69,8 @@ class SSLMethod(nn.Module):
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Decay on >= 2-D weights only (biases, norms, gains are not decayed), as DINO / iBOT."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for _, p in self.named_parameters():
             if not p.requires_grad:
                 continue

@@ -73,7 +73,9 @@ class SwinSSL(SSLMethod):
         self.rotation_head = nn.Linear(c, 4)
         self.contrastive_head = nn.Linear(c, hp.proj_dim)
         self.recon_head = UpsampleReconHead(c, cfg.model.in_channels, levels=5)
-        self._views = SwinSSLViews(hp.crop_size, hp.max_boxes, hp.min_box_frac, hp.max_box_frac, hp.noise_prob)
+        self._views = SwinSSLViews(
+            hp.crop_size, hp.max_boxes, hp.min_box_frac, hp.max_box_frac, hp.noise_prob
+        )
         self.min_volume_shape = hp.crop_size
 
     @property

@@ -38,13 +38,17 @@ def random_start(shape: Sequence[int], size: Sequence[int], rng: np.random.Gener
     return tuple(starts)
 
 
-def random_crop(image: np.ndarray, size: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, ...]]:
+def random_crop(
+    image: np.ndarray, size: Sequence[int], rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """A random ``size`` crop of ``image`` (C, X, Y, Z) and its start index."""
     start = random_start(image.shape[1:], size, rng)
     return crop_at(image, start, size), start
 
 
-def crop_around(image: np.ndarray, center: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+def crop_around(
+    image: np.ndarray, center: Sequence[int], size: Sequence[int]
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """The ``size`` crop centred on voxel ``center`` (zero-padded at borders) and its start index."""
     start = tuple(int(c) - n // 2 for c, n in zip(center, size))
     return crop_at(image, start, size), start

@@ -16,8 +16,14 @@ def rotate_about_z(x: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(x, k=k, axes=(1, 2)))
 
 
-def cutout(x: np.ndarray, rng: np.random.Generator, max_boxes: int, min_frac: float, max_frac: float,
-           noise_prob: float) -> np.ndarray:
+def cutout(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    max_boxes: int,
+    min_frac: float,
+    max_frac: float,
+    noise_prob: float,
+) -> np.ndarray:
     """In-painting corruption: 1..max_boxes random cuboids, each filled with U(0,1) noise or zeros."""
     out = x.copy()
     size = np.array(x.shape[1:])
@@ -46,8 +52,9 @@ class SwinSSLViews:
             crop, _ = random_crop(volume.image, self.crop_size, rng)
             k = int(rng.integers(0, 4))
             clean = rotate_about_z(crop, k).astype(np.float32)
-            out[f"x{v}"] = cutout(clean, rng, self.max_boxes, self.min_box_frac, self.max_box_frac,
-                                  self.noise_prob)
+            out[f"x{v}"] = cutout(
+                clean, rng, self.max_boxes, self.min_box_frac, self.max_box_frac, self.noise_prob
+            )
             out[f"target{v}"] = clean
             out[f"rot{v}"] = k
         return out

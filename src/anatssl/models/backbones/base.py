@@ -4,7 +4,8 @@ A backbone is an encoder-decoder over ``(B, C_in, X, Y, Z)`` volumes:
 
 * :meth:`Backbone.encode` -> multi-scale encoder features, shallow to deep (strides 2..32), each
   ``(B, C_l, X/s_l, ...)`` with ``C_l = feature_channels[l]`` and ``s_l = feature_strides[l]``;
-* :meth:`Backbone.decode(x, feats)` -> decoder features (the input ``x`` feeds the full-resolution skip), deep to shallow, the last one at full resolution with
+* :meth:`Backbone.decode(x, feats)` -> decoder features (the input ``x`` feeds the full-resolution
+  skip), deep to shallow, the last one at full resolution with
   ``decoder_channels[-1]`` channels;
 * :meth:`Backbone.reconstruct` -> ``(B, C_in, X, Y, Z)`` from the last decoder feature (1x1x1 conv);
 * :func:`tokens` turns a feature map into a token grid ``(B, N, C)`` (x-major flattening).
@@ -26,7 +27,9 @@ from anatssl.registry import Registry
 BACKBONES: Registry[Callable[[ModelConfig], Backbone]] = Registry("backbone")
 
 
-def register_backbone(name: str) -> Callable[[Callable[[ModelConfig], Backbone]], Callable[[ModelConfig], Backbone]]:
+def register_backbone(
+    name: str,
+) -> Callable[[Callable[[ModelConfig], Backbone]], Callable[[ModelConfig], Backbone]]:
     return BACKBONES.register(name)
 
 

@@ -40,13 +40,21 @@ class ConvBackbone(Backbone):
         fs = cfg.feature_size
         ch = [fs, 2 * fs, 4 * fs, 8 * fs, 16 * fs]
         self.down = nn.ModuleList([_Down(cfg.in_channels if i == 0 else ch[i - 1], ch[i]) for i in range(5)])
-        self.skip0 = UnetrBasicBlock(3, cfg.in_channels, fs, kernel_size=3, stride=1, norm_name="instance",
-                                     res_block=True)
+        self.skip0 = UnetrBasicBlock(
+            3, cfg.in_channels, fs, kernel_size=3, stride=1, norm_name="instance", res_block=True
+        )
         # up[k] takes the deeper map (ch[4-k]) and the skip at the next finer level
         self.up = nn.ModuleList(
             [
-                UnetrUpBlock(3, ch[i], ch[i - 1] if i > 0 else fs, kernel_size=3, upsample_kernel_size=2,
-                             norm_name="instance", res_block=True)
+                UnetrUpBlock(
+                    3,
+                    ch[i],
+                    ch[i - 1] if i > 0 else fs,
+                    kernel_size=3,
+                    upsample_kernel_size=2,
+                    norm_name="instance",
+                    res_block=True,
+                )
                 for i in reversed(range(5))
             ]
         )
