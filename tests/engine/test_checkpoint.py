@@ -56,8 +56,8 @@ def test_rng_state_round_trip_through_weights_only_file(tmp_path: Path) -> None:
     import numpy as np
 
     state = rng_state()
-    a = (random.random(), np.random.rand()  # noqa: NPY002, torch.rand(1).item())
+    a = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
     atomic_torch_save({"format": FORMAT, "rng": state}, tmp_path / "r.pt")
     set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"])
-    b = (random.random(), np.random.rand()  # noqa: NPY002, torch.rand(1).item())
+    b = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
     assert a == b
