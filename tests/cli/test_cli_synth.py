@@ -31,6 +31,15 @@ def test_synth_writes_dataset_and_summary(tmp_path: Path, capsys: pytest.Capture
     assert sum(e["lesion"] for e in ds["training"]) >= 1  # --lesions 1: every subject that can get one
 
 
+def test_synth_with_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["synth", "--out", str(tmp_path / "p"), "--n", "2", "--size", "16", "--region", "random"]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "2/2" in captured.err  # the rich progress bar (on stderr)
+    assert "wrote 2 subjects" in captured.out
+
+
 def test_synth_anisotropic_size_and_spacing(tmp_path: Path) -> None:
     out = tmp_path / "s"
     rc = main(["synth", "--out", str(out), "--n", "1", "--size", "24", "32", "40", "--spacing", "8", "6", "5",

@@ -20,6 +20,8 @@ from anatssl.data.synthetic import (
     write_dataset,
 )
 from anatssl.data.synthetic.field import SmoothField
+from anatssl.data.synthetic.phantom import Canvas
+from anatssl.data.synthetic.shapes import rotation
 from anatssl.errors import ConfigError, DataError
 
 SIZE = 48
@@ -219,6 +221,22 @@ def test_smooth_field_unit_variance_and_point_evaluation() -> None:
     ijk = np.rint(pts / 5.0).astype(int)
     assert np.allclose(f.at_points(pts), g[:, ijk[:, 0], ijk[:, 1], ijk[:, 2]].T, atol=1e-4)
     assert np.allclose(f.at_points(np.array([[-1000.0, 50.0, 50.0]])), 0.0)  # beyond the lattice
+
+
+def test_canvas_inverts_the_deformation() -> None:
+    """Landmarks are mapped canonical -> world by fixed-point iteration; the forward map must undo it."""
+    rng = np.random.default_rng(3)
+    lo, hi = np.full(3, -190.0), np.full(3, 190.0)
+    fields = []
+    for wavelength, amp in ((120.0, 8.0), (50.0, 3.0)):  # the largest amplitudes make_subject draws
+        f = SmoothField.random(rng, lo, hi, wavelength_mm=wavelength, components=3)
+        f.coeffs *= np.float32(amp)
+        fields.append(f)
+    lin = np.diag(1 / np.array([1.1, 0.9, 1.05])) @ rotation(0.05, -0.04, 0.06).T
+    grid = np.zeros((2, 2, 2), np.float32)
+    c = Canvas(grid, grid, grid, np.eye(4), lin, np.array([5.0, -8.0, 0.0]), fields, 30.0, {})
+    q = rng.uniform(-150, 150, (50, 3))
+    assert np.abs(c.to_canonical(c.to_world(q)) - q).max() < 0.05
 
 
 def test_write_dataset_round_trip(tmp_path: Path) -> None:

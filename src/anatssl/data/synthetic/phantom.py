@@ -72,7 +72,7 @@ class Canvas:
     def coords(self, sl: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.x[sl], self.y[sl], self.z[sl]
 
-    def to_world(self, q: np.ndarray, iters: int = 12) -> np.ndarray:
+    def to_world(self, q: np.ndarray, iters: int = 25) -> np.ndarray:
         """(P, 3) canonical mm -> (P, 3) world mm, inverting the deformation by fixed-point iteration
         ``p <- shift + lin^-1 (q - disp(p))`` (a contraction: the displacement gradient is << 1)."""
         q = np.atleast_2d(np.asarray(q, dtype=np.float64))
