@@ -9,6 +9,8 @@ error comes from the miner's geometry (grids, strides, spacings, a flipped axis)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -207,3 +209,66 @@ def test_refinement_equals_full_resolution_upsampling(subjects: tuple[Subject, S
         full = (sim[idx] * w).sum(axis=1)
         assert score == pytest.approx(float(full.max()), abs=1e-6)
         assert (got == vox[int(full.argmax())]).all()
+
+
+@pytest.mark.slow
+def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
+    """Integration: train SAM briefly on synthetic subjects, embed them, match landmarks of A in B.
+
+    Queries are A's landmarks (so the truth is known); the error is the distance from the match to the
+    same landmark of B, against a random foreground voxel of B (``random`` pairing).
+    """
+    import nibabel as nib
+
+    from anatssl.anatomy.cache import EmbeddingCache, embed_dataset, load_preprocessed
+    from anatssl.anatomy.pairing import _FineIndex, refine_to_voxel
+    from anatssl.config.pretrain import load_pretrain_config
+    from anatssl.data.synthetic import make_subject
+    from anatssl.engine.trainer import pretrain
+
+    data = tmp_path / "data"
+    data.mkdir()
+    landmarks = {}
+    for i in range(4):
+        s = make_subject(i, size=64)
+        path = data / f"case_{i}.nii.gz"
+        nib.save(nib.Nifti1Image(s.image_hu.astype(np.int16), s.affine), str(path))
+        landmarks[str(path)] = {k: np.asarray(v) for k, v in s.landmarks.items()}
+    sam_cfg = load_pretrain_config("sam", "tiny", None, ["train.max_steps=150", "train.progress=false",
+                                                         "train.tensorboard=false"])
+    pretrain(sam_cfg, str(data), tmp_path / "sam")
+    embed_dataset(tmp_path / "sam", data, tmp_path / "emb", progress=False)
+    cache = EmbeddingCache(tmp_path / "emb")
+    alice_data = load_pretrain_config("alice", "tiny").data
+    vols = {p: load_preprocessed(p, alice_data) for p in landmarks}
+    miner = PairMiner(border_margin=0)
+    rng = np.random.default_rng(0)
+    sam_err, rnd_err = [], []
+    paths = sorted(vols)
+    for pa in paths:
+        for pb in paths:
+            if pa == pb:
+                continue
+            va, vb = vols[pa], vols[pb]
+            ea, eb = cache.get(pa), cache.get(pb)
+            index = _FineIndex(eb)
+            fg_b = miner.foreground(vb)
+            for name, lm_a in landmarks[pa].items():
+                if name not in landmarks[pb]:
+                    continue
+                p = np.rint(va.world_to_voxel(lm_a)).astype(np.int64)
+                q_true = vb.world_to_voxel(landmarks[pb][name])
+                inside = all(0 <= v < s for v, s in zip(p, va.spatial_shape))
+                if not inside or not all(0 <= v < s for v, s in zip(q_true, vb.spatial_shape)):
+                    continue
+                fq = sample_embedding(ea.fine, voxel_to_grid(va, ea.fine_affine, p[None]))
+                cq = sample_embedding(ea.coarse, voxel_to_grid(va, ea.coarse_affine, p[None]))
+                sim = index.similarity(fq, cq)[:, 0]
+                q, _ = refine_to_voxel(sim, int(sim.argmax()), vb, eb)
+                sam_err.append(np.linalg.norm(vb.voxel_to_world(q) - landmarks[pb][name]))
+                r = fg_b[rng.integers(len(fg_b))]
+                rnd_err.append(np.linalg.norm(vb.voxel_to_world(r) - landmarks[pb][name]))
+    assert len(sam_err) >= 20
+    print(f"trained SAM: mean landmark error {np.mean(sam_err):.1f} mm "
+          f"(random pairing {np.mean(rnd_err):.1f} mm, n = {len(sam_err)})")
+    assert np.mean(sam_err) < 0.5 * np.mean(rnd_err)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -224,7 +225,7 @@ class PairMiner:
         state["_fg"], state["_index"] = OrderedDict(), OrderedDict()
         return state
 
-    def _remember(self, table: OrderedDict, key: str, value: object) -> None:  # type: ignore[type-arg]
+    def _remember(self, table: OrderedDict[str, Any], key: str, value: Any) -> None:
         table[key] = value
         table.move_to_end(key)
         while len(table) > self.cache_size:

@@ -113,7 +113,7 @@ class AliceViews:
             emb = self._cache.get(volume.path)
             check_coverage(volume, emb)
             self._checked.add(volume.path)
-            return emb  # type: ignore[no-any-return]
+            return emb
         return load_map(self._cache.entry_path(volume.path))
 
     def partner(self, volume: Volume, rng: np.random.Generator, source: VolumeProvider) -> Volume:
