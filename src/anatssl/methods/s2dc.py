@@ -15,6 +15,7 @@ the token axis. See docs/methods/s2dc.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from anatssl.losses.infonce import info_nce
 from anatssl.losses.patch_discrepancy import patch_discrepancy_loss
 from anatssl.losses.structure_consistency import structure_consistency_loss
 from anatssl.methods.base import SSLMethod, register_method
-from anatssl.models.backbones import build_backbone
+from anatssl.models.backbones import Backbone, build_backbone
 from anatssl.models.ema import ema_update, make_teacher
 from anatssl.models.s2dc_heads import S2DCProjectionHead
 from anatssl.views.s2dc import S2DCViews, match_matrix
@@ -148,7 +149,7 @@ class S2DC(SSLMethod):
                 backbone.feature_channels[-1], hp.global_hidden, hp.global_dim, normalize=False
             )
         self.student = nn.ModuleDict(student)
-        self.teacher = make_teacher(self.student)
+        self.teacher: nn.ModuleDict = make_teacher(self.student)  # type: ignore[assignment]
         self.queue = FeatureQueue(hp.queue_size if hp.use_g else 0, hp.global_dim)
         if hp.learn_alpha and hp.matcher == "sinkhorn" and hp.use_p2p:
             self.alpha: nn.Parameter | float = nn.Parameter(torch.tensor(float(hp.alpha)))
@@ -169,6 +170,10 @@ class S2DC(SSLMethod):
         return self.student["backbone"]
 
     # -- helpers --------------------------------------------------------------------------------------
+    @staticmethod
+    def _encode(net: nn.ModuleDict, x: torch.Tensor) -> list[torch.Tensor]:
+        return cast(Backbone, net["backbone"]).encode(x)
+
     def _layer_tokens(self, z: torch.Tensor, batch: int) -> torch.Tensor:
         """(B * G * G, t^3, D) per-crop tokens -> (B * t, (G t)^2, D) slab token layers (index x * Ty + y)."""
         g, t = self.hp.grid, self.t
@@ -193,12 +198,12 @@ class S2DC(SSLMethod):
         rows = torch.arange(b, device=src.device)
         use_patch = hp.use_p2p or hp.use_p2s
 
-        feats = self.student["backbone"].encode(src.flatten(0, 1))
+        feats = self._encode(self.student, src.flatten(0, 1))
         with torch.no_grad():
             t_in = [aug_full.flatten(0, 1)] if use_patch else []
             if hp.use_g:
                 t_in += [aug_crop.flatten(0, 1), src[rows, crop_k]]
-            t_feats = self.teacher["backbone"].encode(torch.cat(t_in))
+            t_feats = self._encode(self.teacher, torch.cat(t_in))
 
         out: dict[str, torch.Tensor] = {}
         total = src.new_zeros(())

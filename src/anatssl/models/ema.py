@@ -36,7 +36,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         missing = sorted(set(s_params) ^ set(t_params))[:5]
         raise ValueError(f"teacher and student parameters differ, e.g. {missing}")
     names = list(s_params)
-    t_list = [t_params[n] for n in names]
+    t_list: list[torch.Tensor] = [t_params[n] for n in names]
     s_list = [s_params[n].detach() for n in names]
     for n, t, s in zip(names, t_list, s_list):
         if t.shape != s.shape:

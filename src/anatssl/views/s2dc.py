@@ -218,9 +218,10 @@ class S2DCViews:
         slab = torch.from_numpy(crop_at(np.asarray(volume.image, dtype=np.float32), origin, shape))
         angle = math.radians(rng.uniform(-self.rot_full, self.rot_full))
         scale = rng.uniform(*self.scale_full)
-        shift = tuple(rng.uniform(-self.trans_full, self.trans_full, size=2))
+        tx_, ty_ = rng.uniform(-self.trans_full, self.trans_full, size=2)
+        shift = (float(tx_), float(ty_))
         centre = ((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0)
-        matrix = inplane_matrix(angle, scale, shift, centre)  # type: ignore[arg-type]
+        matrix = inplane_matrix(angle, scale, shift, centre)
         aug = warp_inplane(slab, matrix)
         tx, ty, tz = self.token_grid
         layer = token_correspondence(matrix, (tx, ty), self.stride)
