@@ -188,11 +188,35 @@ def _chunk(num_heads: int, n: int, itemsize: int) -> int:
     return max(1, CHUNK_BYTES // (num_heads * n * n * itemsize))
 
 
-def _scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """(c, H, N, d) x2, (H, N, N) -> softmax(scale q k^T + mask): (c, H, N, N)."""
-    s = torch.matmul(q, k.transpose(-2, -1))
-    s.mul_(scale).add_(mask)
-    return torch.softmax(s, dim=-1)
+def _split_heads(qkv: torch.Tensor, plan: WindowPlan, num_heads: int, scale: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Bw*N, 3C) -> scale*q (Bw*H, N, d), k^T (Bw*H, d, N), v (Bw*H, N, d), all contiguous.
+
+    q is scaled before the product, as MONAI does, so the scores are bit-for-bit the same products."""
+    bw, n = plan.num_windows, plan.tokens
+    d = qkv.shape[1] // (3 * num_heads)
+    q, k, v = qkv.view(bw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # (Bw, H, N, d) views
+    return (
+        (q * scale).reshape(bw * num_heads, n, d),
+        k.transpose(-2, -1).reshape(bw * num_heads, d, n),
+        v.reshape(bw * num_heads, n, d),
+    )
+
+
+def _chunks(plan: WindowPlan, bias: torch.Tensor, num_heads: int, itemsize: int
+            ) -> list[tuple[int, int, torch.Tensor]]:
+    """(row start, row stop, (rows, N, N) additive mask) over the (Bw*H) batch, by mask group."""
+    n = plan.tokens
+    chunk = _chunk(num_heads, n, itemsize)
+    out = []
+    for grp in plan.groups:
+        mask = bias if grp.pattern is None else bias + grp.pattern.to(bias.dtype)
+        rows = min(chunk, grp.stop - grp.start) * num_heads
+        rep = mask.repeat(rows // num_heads, 1, 1)  # (rows, N, N): baddbmm's additive input
+        for s in range(grp.start * num_heads, grp.stop * num_heads, rows):
+            e = min(s + rows, grp.stop * num_heads)
+            out.append((s, e, rep[: e - s]))
+    return out
 
 
 class WindowAttentionFunction(torch.autograd.Function):
@@ -201,57 +225,47 @@ class WindowAttentionFunction(torch.autograd.Function):
     ``qkv``: (B*nW*N, 3*C) rows in the plan's window order, C = H * d, laid out (3, H, d) per row as
     MONAI's ``qkv`` Linear produces them. ``bias``: (H, N, N) relative-position bias (requires grad).
     Returns (B*nW*N, C) laid out (H, d) per row, ready for the output projection.
+
+    Per chunk, forward is ``baddbmm(mask, q, k^T)`` (mask add fused into the GEMM) + softmax + bmm;
+    backward recomputes P the same way and uses ATen's fused softmax backward, so no (N, N) tensor
+    outlives its chunk.
     """
 
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan,  # type: ignore[override]
                 num_heads: int, scale: float) -> torch.Tensor:
         bw, n = plan.num_windows, plan.tokens
-        c3 = qkv.shape[1]
-        d = c3 // (3 * num_heads)
-        q, k, v = qkv.view(bw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # (Bw, H, N, d) views
-        out = qkv.new_empty(bw, n, num_heads, d)
-        out_h = out.permute(0, 2, 1, 3)
-        chunk = _chunk(num_heads, n, qkv.element_size())
-        for grp in plan.groups:
-            mask = bias if grp.pattern is None else bias + grp.pattern
-            for s in range(grp.start, grp.stop, chunk):
-                e = min(s + chunk, grp.stop)
-                p = _scores(q[s:e], k[s:e], mask, scale)
-                out_h[s:e] = torch.matmul(p, v[s:e])
-        ctx.save_for_backward(qkv, bias, out)
+        q, kt, v = _split_heads(qkv, plan, num_heads, scale)
+        out = torch.empty_like(v)
+        for s, e, mask in _chunks(plan, bias, num_heads, qkv.element_size()):
+            p = torch.softmax(torch.baddbmm(mask, q[s:e], kt[s:e]), dim=-1)
+            torch.bmm(p, v[s:e], out=out[s:e])
+        ctx.save_for_backward(q, kt, v, bias)
         ctx.plan, ctx.num_heads, ctx.scale = plan, num_heads, scale
-        return out.view(bw * n, num_heads * d)
+        return out.view(bw, num_heads, n, -1).transpose(1, 2).reshape(bw * n, -1)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        qkv, bias, out = ctx.saved_tensors
+        q, kt, v, bias = ctx.saved_tensors
         plan, num_heads, scale = ctx.plan, ctx.num_heads, ctx.scale
         bw, n = plan.num_windows, plan.tokens
-        d = qkv.shape[1] // (3 * num_heads)
-        q, k, v = qkv.view(bw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-        go = grad_out.contiguous().view(bw, n, num_heads, d)
-        delta = (go * out).sum(-1).transpose(1, 2).unsqueeze(-1)  # (Bw, H, N, 1) = rowsum(dO * O)
-        go = go.permute(0, 2, 1, 3)  # (Bw, H, N, d)
-        grad_qkv = qkv.new_empty(bw, n, 3, num_heads, d)
-        gq, gk, gv = grad_qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        d = v.shape[-1]
+        go = grad_out.view(bw, n, num_heads, d).transpose(1, 2).reshape(bw * num_heads, n, d)
+        grads = q.new_empty(3, bw * num_heads, n, d)
+        gq, gk, gv = grads.unbind(0)
         grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[1] else None
-        chunk = _chunk(num_heads, n, qkv.element_size())
-        for grp in plan.groups:
-            mask = bias if grp.pattern is None else bias + grp.pattern
-            for s in range(grp.start, grp.stop, chunk):
-                e = min(s + chunk, grp.stop)
-                p = _scores(q[s:e], k[s:e], mask, scale)
-                goc = go[s:e]
-                gv[s:e] = torch.matmul(p.transpose(-2, -1), goc)
-                ds = torch.matmul(goc, v[s:e].transpose(-2, -1))
-                ds.sub_(delta[s:e]).mul_(p)  # dS = P * (dP - rowsum(dO * O))
-                if grad_bias is not None:
-                    grad_bias += ds.sum(0)
-                ds.mul_(scale)
-                gq[s:e] = torch.matmul(ds, k[s:e])
-                gk[s:e] = torch.matmul(ds.transpose(-2, -1), q[s:e])
-        return grad_qkv.view(bw * n, -1), grad_bias, None, None, None
+        for s, e, mask in _chunks(plan, bias, num_heads, q.element_size()):
+            p = torch.softmax(torch.baddbmm(mask, q[s:e], kt[s:e]), dim=-1)
+            torch.bmm(p.transpose(1, 2), go[s:e], out=gv[s:e])
+            dp = torch.bmm(go[s:e], v[s:e].transpose(1, 2))
+            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # P * (dP - rowsum(dP * P))
+            if grad_bias is not None:
+                grad_bias += ds.view(-1, num_heads, n, n).sum(0)
+            torch.bmm(ds, kt[s:e].transpose(1, 2), out=gq[s:e])
+            gq[s:e].mul_(scale)
+            torch.bmm(ds.transpose(1, 2), q[s:e], out=gk[s:e])  # q is pre-scaled
+        grad_qkv = grads.view(3, bw, num_heads, n, d).permute(1, 3, 0, 2, 4).reshape(bw * n, -1)
+        return grad_qkv, grad_bias, None, None, None
 
 
 def window_attention(qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan, num_heads: int,
