@@ -41,7 +41,12 @@ def test_summarise_groups_by_init_labels_and_seeds() -> None:
             "dice": {"liver": 0.6, "mean": 0.6},
         },
         "pretrain-swinssl-s0": {"loss_curve": [[0, 1.0], [1, 0.5]], "wall_seconds": 2.0, "cpu_seconds": 3.0},
-        "correspondence-swinssl-s0": {"available": True, "mean_error_mm": 12.0, "median_error_mm": 9.0},
+        "correspondence-swinssl-s0": {
+            "available": True,
+            "model": {"mre_mm": 12.0, "median_mm": 9.0},
+            "same_voxel": {"mre_mm": 20.0},
+            "random_foreground": {"mre_mm": 80.0},
+        },
     }
     r = summarise(suite, ["swinssl"], cells)
     assert r["segmentation"]["swinssl"]["2"]["mean_dice"]["mean"] == 0.6
@@ -49,6 +54,7 @@ def test_summarise_groups_by_init_labels_and_seeds() -> None:
     assert r["correspondence"] == {
         "swinssl": {"mean_error_mm": mean_std([12.0]), "median_error_mm": mean_std([9.0])}
     }
+    assert r["correspondence_baselines"]["same_voxel"]["mean_error_mm"]["mean"] == 20.0
     assert r["cost"]["pretrain_cpu_seconds"] == 3.0 and r["cost"]["cpu_seconds"] == 3.0
 
 
@@ -103,9 +109,7 @@ def test_smoke_suite_on_synthetic_data(tmp_path: Path) -> None:
     assert _run_cli(["--suite", "smoke", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert not res["failures"] and set(res["segmentation"]) == {"scratch", "swinssl", "simmim"}
-    assert set(res["correspondence"]) == {
-        "scratch",
-        "swinssl",
-        "simmim",
-    }  # synthetic subjects carry landmarks
+    assert set(res["correspondence"]) == {"swinssl", "simmim"}  # synthetic subjects carry landmarks
+    assert set(res["correspondence_baselines"]) == {"same_voxel", "random_foreground"}
+    assert "random body voxel (chance)" in (out / "results.md").read_text()
     assert (out / "plots" / "correspondence.png").is_file()

@@ -20,7 +20,7 @@ def test_quickstart_prefers_alice_and_budgets_are_shared() -> None:
 
 @pytest.mark.slow
 def test_quickstart_quick_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    res = run_quickstart(tmp_path / "qs", method="swinssl", quick=True)
+    res = run_quickstart(tmp_path / "qs", method="swinssl", fast=True)
     assert res["inits"] == ["scratch", "swinssl"] and not res["failures"]
     report = tmp_path / "qs" / "report"
     for name in (

@@ -64,9 +64,10 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
     if results["correspondence"]:
         fig, ax = plt.subplots(figsize=(5, 4))
-        names = list(results["correspondence"])
-        means = [results["correspondence"][n]["mean_error_mm"]["mean"] for n in names]
-        stds = [results["correspondence"][n]["mean_error_mm"]["std"] for n in names]
+        rows = {**results["correspondence"], **results.get("correspondence_baselines", {})}
+        names = list(rows)
+        means = [rows[n]["mean_error_mm"]["mean"] for n in names]
+        stds = [rows[n]["mean_error_mm"]["std"] for n in names]
         ax.bar(
             names,
             means,

@@ -18,22 +18,22 @@ from typing import Any
 from anatssl.bench.suites import Suite
 
 
-def quickstart_suite(method: str, quick: bool = False) -> Suite:
-    """The quickstart as a suite. ``quick``: toy sizes for tests (seconds to a few minutes)."""
+def quickstart_suite(method: str, fast: bool = False, seed: int = 0) -> Suite:
+    """The quickstart as a suite (data and training ``seed``). ``fast``: toy sizes (about a minute)."""
     crop = "[64,64,64]"
     per_method = {
         "swinssl": (f"swinssl.crop_size={crop}",),
         "simmim": (f"simmim.crop_size={crop}",),
-        "alice": ("alice.sam_steps=30",) if not quick else ("alice.sam_steps=2",),
+        "alice": ("alice.sam_steps=30",) if not fast else ("alice.sam_steps=2",),
     }
-    if quick:
+    if fast:
         return Suite(
             name="quickstart",
             description=f"quickstart ({method}, toy size)",
             methods=(method,),
-            seeds=(0,),
+            seeds=(seed,),
             labeled=(2,),
-            data={"n": 6, "size": 64, "seed": 0},
+            data={"n": 6, "size": 64, "seed": seed},
             model=("model.backbone=conv", "model.feature_size=8"),
             pretrain=("train.max_steps=2", "train.batch_size=1", "train.log_every=1"),
             finetune=(
@@ -46,16 +46,16 @@ def quickstart_suite(method: str, quick: bool = False) -> Suite:
             ),
             n_test=2,
             method_overrides=per_method,
-            correspondence_pairs=2,
+            correspondence_subjects=2,
         )
     return Suite(
         name="quickstart",
         description=f"quickstart: {method} pretrained 60 steps on 12 synthetic torsos (64^3), then "
         "fine-tuned 40 steps with 2 labelled volumes next to a scratch copy; 4 held-out volumes, 1 seed",
         methods=(method,),
-        seeds=(0,),
+        seeds=(seed,),
         labeled=(2,),
-        data={"n": 12, "size": 64, "seed": 0},
+        data={"n": 12, "size": 64, "seed": seed},
         model=("model.backbone=swin", "model.feature_size=12"),
         pretrain=(
             "train.max_steps=60",
@@ -73,7 +73,7 @@ def quickstart_suite(method: str, quick: bool = False) -> Suite:
         ),
         n_test=4,
         method_overrides=per_method,
-        correspondence_pairs=6,
+        correspondence_subjects=4,
     )
 
 
@@ -84,7 +84,11 @@ def default_method() -> str:
 
 
 def run_quickstart(
-    out_dir: str | Path, method: str | None = None, quick: bool = False, print_table: bool = True
+    out_dir: str | Path,
+    seed: int = 0,
+    method: str | None = None,
+    fast: bool = False,
+    print_table: bool = True,
 ) -> dict[str, Any]:
     """Run the quickstart into ``out_dir``; -> the results dict (also ``out_dir/results.json``)."""
     from anatssl.bench.results import markdown_table
@@ -92,14 +96,14 @@ def run_quickstart(
 
     out = Path(out_dir)
     method = method or default_method()
-    results = run_suite(quickstart_suite(method, quick), out)
+    results = run_suite(quickstart_suite(method, fast, seed), out)
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     shutil.copy(out / "results.md", report / "results.md")
     for png in (out / "plots").glob("*.png"):
         shutil.copy(png, report / png.name)
     for init in ("scratch", method):
-        for png in sorted((out / "finetune").glob(f"{init}_n*_s0/report/overlay_*.png"))[:1]:
+        for png in sorted((out / "finetune").glob(f"{init}_n*_s{seed}/report/overlay_*.png"))[:1]:
             shutil.copy(png, report / f"overlay_{init}.png")
     if print_table:
         from rich.console import Console

@@ -29,6 +29,7 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
     seg: dict[str, Any] = {}
     corr: dict[str, Any] = {}
     pre: dict[str, Any] = {}
+    baselines: dict[str, list[float]] = {}
     for init in inits:
         seg[init] = {}
         for n in suite.labeled:
@@ -50,9 +51,11 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
         recs = [r for r in recs if r and r.get("available")]
         if recs:
             corr[init] = {
-                "mean_error_mm": mean_std([r["mean_error_mm"] for r in recs]),
-                "median_error_mm": mean_std([r["median_error_mm"] for r in recs]),
+                "mean_error_mm": mean_std([r["model"]["mre_mm"] for r in recs]),
+                "median_error_mm": mean_std([r["model"]["median_mm"] for r in recs]),
             }
+            for base in ("same_voxel", "random_foreground"):
+                baselines.setdefault(base, []).extend(r[base]["mre_mm"] for r in recs if base in r)
         if init != "scratch":
             pre[init] = {
                 str(s): {
@@ -80,6 +83,7 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
         "inits": inits,
         "segmentation": seg,
         "correspondence": corr,
+        "correspondence_baselines": {k: {"mean_error_mm": mean_std(v)} for k, v in baselines.items()},
         "pretrain": pre,
         "cost": cost,
     }
@@ -108,6 +112,13 @@ def markdown_table(results: dict[str, Any]) -> str:
         row.append(fmt(seg.get(top, {}).get("mean_hd95_mm"), 1))
         if with_corr:
             row.append(fmt(results["correspondence"].get(init, {}).get("mean_error_mm"), 1))
+        lines.append("| " + " | ".join(row) + " |")
+    labels = {
+        "same_voxel": "same voxel index (no learning)",
+        "random_foreground": "random body voxel (chance)",
+    }
+    for base, rec in (results.get("correspondence_baselines") or {}).items() if with_corr else ():
+        row = [labels.get(base, base)] + ["-"] * (len(head) - 2) + [fmt(rec.get("mean_error_mm"), 1)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -145,7 +156,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         f"Seeds {list(spec['seeds'])}; mean ± sample std over seeds. Dice and HD95 (mm) are means over the "
         f"foreground structures of {spec['n_test']} fixed held-out volumes (sliding-window inference on "
-        "whole volumes); the landmark error is feature matching of held-out landmarks (mm, lower is better).",
+        "whole volumes); the landmark error is the mean radial error (mm, lower is better) of "
+        "matching held-out landmarks between subjects with each run's stride-2 decoder features (scratch "
+        "has no run to match with; two learning-free baselines are listed instead).",
         "",
         markdown_table(results),
         "",

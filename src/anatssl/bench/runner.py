@@ -144,35 +144,30 @@ def finetune_cell(init: str, data: Path, out: Path, seed: int, labeled: int, sui
     return {k: m[k] for k in keep if k in m}
 
 
-def correspondence_cell(init: str, data: Path, seed: int, suite: Suite) -> dict[str, Any]:
-    """Landmark matching with the encoder of ``init`` (or a random one) on the held-out volumes."""
-    from anatssl.config.schema import DataConfig, ModelConfig
-    from anatssl.downstream.config import load_finetune_config
-    from anatssl.downstream.correspondence import evaluate_correspondence
-    from anatssl.downstream.labelled import read_labelled_dataset, split_cases
-    from anatssl.downstream.weights import load_backbone_weights, resolve_init
-    from anatssl.models.backbones import build_backbone
+def correspondence_cell(run: str, data: Path, suite: Suite, out: Path) -> dict[str, Any]:
+    """Landmark matching with a pretraining run's dense features on the held-out volumes.
 
-    src = resolve_init(init)
-    from_init = {"model": src.model_section, "data": src.data_section} if src.kind != "scratch" else None
-    cfg = load_finetune_config(
-        "segmentation", "tiny", None, [*suite.model, f"split.n_test={suite.n_test}"], from_init=from_init
-    )
-    torch.manual_seed(seed)
-    bb = build_backbone(ModelConfig(**vars(cfg.model)))
-    if src.state_dict is not None:
-        load_backbone_weights(
-            bb,
-            src.state_dict,
-            str(src.path),
-            backbone_name=cfg.model.backbone,
-            skip_prefixes=("recon_head.",),
-        )
+    Uses the SAM engineer's evaluation (:mod:`anatssl.anatomy.correspondence`): every landmark of each
+    held-out subject is matched into every other one with the backbone's stride-2 decoder features; the
+    result also carries the two learning-free baselines (same voxel index, random foreground voxel).
+    """
+    from anatssl.anatomy.correspondence import evaluate_correspondence, model_embedder
+    from anatssl.data.manifest import discover
+    from anatssl.data.source import VolumeSource
+    from anatssl.downstream.config import SplitConfig
+    from anatssl.downstream.labelled import read_labelled_dataset, split_cases
+
     cases, _ = read_labelled_dataset(data)
-    _, test = split_cases(cases, cfg.split)
-    return evaluate_correspondence(
-        bb, test, DataConfig(**vars(cfg.data)), max_pairs=suite.correspondence_pairs
-    )
+    _, test = split_cases(cases, SplitConfig(n_test=suite.n_test))
+    test_images = {c.image.resolve() for c in test}
+    items = [it for it in discover(data) if it.image.resolve() in test_images and it.landmarks is not None]
+    if len(items) < 2:
+        return {"available": False, "reason": "fewer than two held-out volumes carry landmarks"}
+    embed, cfg = model_embedder(run, "decoder")
+    source = VolumeSource(items, cfg.data, fallback_cache_dir=out / "cache")
+    vols = [source.load(i) for i in range(len(source))]
+    metrics = evaluate_correspondence(vols, embed, max_subjects=suite.correspondence_subjects)
+    return {"available": True, **metrics}
 
 
 def run_suite(
@@ -233,10 +228,11 @@ def run_suite(
                 except AnatsslError as e:
                     failures[name] = str(e)
                     log.error("cell %s failed: %s", name, e)
-            if suite.correspondence:
+            if suite.correspondence and init != "scratch":
                 name = f"correspondence-{init}-s{seed}"
+                cache = out / "correspondence" / f"{init}_s{seed}"
                 try:
-                    store.run(name, lambda s=src, sd=seed: correspondence_cell(s, data, sd, suite))
+                    store.run(name, lambda s=src, c=cache: correspondence_cell(s, data, suite, c))
                 except AnatsslError as e:
                     failures[name] = str(e)
                     log.error("cell %s failed: %s", name, e)

@@ -34,7 +34,9 @@ class Suite:
     method_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per-method settings that make the methods fit the shared crop (e.g. crop sizes)."""
     correspondence: bool = True
-    correspondence_pairs: int = 12
+    """Landmark matching of the held-out volumes with each run's features (anatomy/correspondence.py)."""
+    correspondence_subjects: int = 4
+    """Held-out subjects used for matching (N (N-1) ordered pairs)."""
 
 
 SUITES: dict[str, Suite] = {
@@ -62,7 +64,7 @@ SUITES: dict[str, Suite] = {
             "swinssl": ("swinssl.crop_size=[64,64,64]",),
             "simmim": ("simmim.crop_size=[64,64,64]",),
         },
-        correspondence_pairs=2,
+        correspondence_subjects=2,
     ),
     "synthetic-small": Suite(
         name="synthetic-small",
@@ -82,6 +84,7 @@ SUITES: dict[str, Suite] = {
             "segmentation.roi_size=[64,64,64]",
         ),
         n_test=6,
+        correspondence_subjects=6,
         method_overrides={
             "swinssl": ("swinssl.crop_size=[64,64,64]",),
             "simmim": ("simmim.crop_size=[64,64,64]",),
