@@ -21,7 +21,7 @@ from anatssl.bench.suites import Suite
 def quickstart_suite(method: str, fast: bool = False, seed: int = 0) -> Suite:
     """The quickstart as a suite (data and training ``seed``). ``fast``: toy sizes (about a minute)."""
     crop = "[64,64,64]"
-    per_method = {
+    per_method: dict[str, tuple[str, ...]] = {
         "swinssl": (f"swinssl.crop_size={crop}",),
         "simmim": (f"simmim.crop_size={crop}",),
         "alice": ("alice.sam_steps=30",) if not fast else ("alice.sam_steps=2",),

@@ -33,8 +33,7 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
     for init in inits:
         seg[init] = {}
         for n in suite.labeled:
-            recs = [cells.get(f"finetune-{init}-n{n}-s{s}") for s in suite.seeds]
-            recs = [r for r in recs if r]
+            recs = [cells[k] for k in (f"finetune-{init}-n{n}-s{s}" for s in suite.seeds) if cells.get(k)]
             if not recs:
                 continue
             structures = list((recs[0].get("dice") or {}).keys())
@@ -47,8 +46,8 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
                     if k != "mean"
                 },
             }
-        recs = [cells.get(f"correspondence-{init}-s{s}") for s in suite.seeds]
-        recs = [r for r in recs if r and r.get("available")]
+        keys = (f"correspondence-{init}-s{s}" for s in suite.seeds)
+        recs = [cells[k] for k in keys if k in cells and cells[k].get("available")]
         if recs:
             corr[init] = {
                 "mean_error_mm": mean_std([r["model"]["mre_mm"] for r in recs]),

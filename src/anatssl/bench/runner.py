@@ -15,6 +15,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ def run_suite(
                 "train.tensorboard=false",
             ]
             try:
-                store.run(name, lambda m=method, r=run_dir, o=overrides: pretrain_run(m, data, r, o))
+                store.run(name, partial(pretrain_run, method, data, run_dir, overrides))
                 runs[(method, seed)] = run_dir
             except AnatsslError as e:  # one method failing must not end a long benchmark silently
                 failures[name] = str(e)
@@ -222,9 +223,7 @@ def run_suite(
                 name = f"finetune-{init}-n{n}-s{seed}"
                 cell_out = out / "finetune" / f"{init}_n{n}_s{seed}"
                 try:
-                    store.run(
-                        name, lambda s=src, o=cell_out, sd=seed, k=n: finetune_cell(s, data, o, sd, k, suite)
-                    )
+                    store.run(name, partial(finetune_cell, src, data, cell_out, seed, n, suite))
                 except AnatsslError as e:
                     failures[name] = str(e)
                     log.error("cell %s failed: %s", name, e)
@@ -232,7 +231,7 @@ def run_suite(
                 name = f"correspondence-{init}-s{seed}"
                 cache = out / "correspondence" / f"{init}_s{seed}"
                 try:
-                    store.run(name, lambda s=src, c=cache: correspondence_cell(s, data, suite, c))
+                    store.run(name, partial(correspondence_cell, src, data, suite, cache))
                 except AnatsslError as e:
                     failures[name] = str(e)
                     log.error("cell %s failed: %s", name, e)

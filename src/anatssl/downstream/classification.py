@@ -134,7 +134,7 @@ class ClassificationNet(nn.Module):
         return pooled_features(self._backbone, x, self.levels)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # type: ignore[no-any-return]
+        return self.head(self.features(x))
 
 
 def classification_scores(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:

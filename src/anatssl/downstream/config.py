@@ -207,4 +207,5 @@ def load_finetune_config(
 
 
 def finetune_config_to_dict(cfg: FinetuneConfig) -> dict[str, Any]:
-    return to_dict(cfg)  # type: ignore[no-any-return]
+    out: dict[str, Any] = to_dict(cfg)
+    return out

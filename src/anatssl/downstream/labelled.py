@@ -83,17 +83,16 @@ def read_labelled_dataset(
         raise DataError(f"{path}: 'training' must be a non-empty list of {{image, label}} entries")
     label_map = parse_label_map(doc.get("labels"), str(path)) if need_labels else {}
     cases = []
-    for i, e in enumerate(entries):
-        if isinstance(e, str):
-            e = {"image": e}
-        if not isinstance(e, dict) or "image" not in e:
+    for i, raw in enumerate(entries):
+        entry = {"image": raw} if isinstance(raw, str) else raw
+        if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(f"{path}: training[{i}] has no 'image'")
-        image = (path.parent / e["image"]).resolve()
+        image = (path.parent / entry["image"]).resolve()
         if not image.is_file():
             raise DataError(f"{path}: training[{i}] image {image} does not exist")
         label = None
-        if e.get("label"):
-            label = (path.parent / e["label"]).resolve()
+        if entry.get("label"):
+            label = (path.parent / entry["label"]).resolve()
             if not label.is_file():
                 raise DataError(f"{path}: training[{i}] label {label} does not exist")
         elif need_labels:
@@ -101,8 +100,10 @@ def read_labelled_dataset(
                 f"{path}: training[{i}] ({image.name}) has no 'label'; segmentation fine-tuning needs a label"
                 " map for every training volume (remove unlabelled entries or give their label files)"
             )
-        landmarks = (path.parent / e["landmarks"]).resolve() if isinstance(e.get("landmarks"), str) else None
-        extra = {k: v for k, v in e.items() if k not in ("image", "label", "landmarks")}
+        landmarks = (
+            (path.parent / entry["landmarks"]).resolve() if isinstance(entry.get("landmarks"), str) else None
+        )
+        extra = {k: v for k, v in entry.items() if k not in ("image", "label", "landmarks")}
         cases.append(
             LabelledCase(name=_case_name(image), image=image, label=label, landmarks=landmarks, extra=extra)
         )
@@ -118,7 +119,7 @@ def check_label_values(cases: list[LabelledCase], label_map: dict[int, str]) -> 
         if c.label is None:
             continue
         try:
-            arr = np.asanyarray(nib.load(str(c.label)).dataobj)
+            arr = np.asanyarray(nib.load(str(c.label)).dataobj)  # type: ignore[attr-defined]
         except Exception as e:
             raise DataError(f"label file {c.label} could not be read: {e}") from e
         values = np.unique(arr)

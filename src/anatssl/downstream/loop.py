@@ -27,7 +27,8 @@ def build_finetune_optimizer(
     net: nn.Module, cfg: FinetuneConfig, loaded: set[str], frozen_prefixes: tuple[str, ...] = ()
 ) -> torch.optim.AdamW:
     """AdamW over trainable parameters; ``loaded`` names (state-dict keys) get ``encoder_lr_mult``."""
-    pre, new = [], []
+    pre: list[nn.Parameter] = []
+    new: list[nn.Parameter] = []
     for name, p in net.named_parameters():
         if frozen_prefixes and name.startswith(frozen_prefixes):
             p.requires_grad_(False)

@@ -59,11 +59,12 @@ class SegmentationNet(nn.Module):
 
     @property
     def backbone(self) -> Backbone:
-        return self._backbone  # type: ignore[no-any-return]
+        bb: Backbone = self.__dict__["_backbone"]
+        return bb
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bb = self.backbone
-        return self.out(bb.decode(x, bb.encode(x))[-1])  # type: ignore[no-any-return]
+        return self.out(bb.decode(x, bb.encode(x))[-1])
 
 
 def intensity_transform(data: DataConfig, key: str = "image") -> T.MapTransform:
@@ -190,7 +191,7 @@ def finetune_segmentation(
 
     def loss_fn(batch: dict[str, Any]) -> torch.Tensor:
         x, y = batch["image"].to(device), batch["label"].to(device)
-        return loss_f(net(x), y)  # type: ignore[no-any-return]
+        return loss_f(net(x), y)
 
     frozen = encoder_prefixes(cfg.model.backbone) if cfg.segmentation.freeze_encoder else ()
     opt = build_finetune_optimizer(net, cfg, loaded, frozen)

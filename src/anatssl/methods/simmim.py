@@ -137,7 +137,7 @@ class SimMIM(SSLMethod):
         """(B, C, X, Y, Z) masked input -> (B, C, X, Y, Z) reconstruction."""
         feats = self.backbone.encode(x_masked)
         if self.head is not None:
-            return self.head(feats[-1])  # type: ignore[no-any-return]
+            return self.head(feats[-1])
         return self.backbone.reconstruct(self.backbone.decode(x_masked, feats)[-1])
 
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
