@@ -170,3 +170,17 @@ def test_window_attention_function_gradcheck() -> None:
         return WindowAttentionFunction.apply(a, b, plan, heads, 0.7)  # type: ignore[no-any-return]
 
     assert torch.autograd.gradcheck(fn, (qkv, bias), eps=1e-6, atol=1e-5)
+
+
+def test_bf16_autocast_runs_and_stays_close() -> None:
+    """CPU bf16 autocast: forward and backward run, outputs stay near fp32 (layer-normed, O(1))."""
+    torch.manual_seed(0)
+    net = SwinViT(1, 12, (7, 7, 7), (2, 2, 2, 2), HEADS)
+    x = torch.randn(1, 1, 32, 32, 32)
+    ref = net(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    sum(o.float().square().mean() for o in out).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    for a, b in zip(out, ref):
+        assert (a.float() - b).abs().mean() < 0.05

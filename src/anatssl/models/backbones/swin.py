@@ -23,7 +23,8 @@ class SwinBackbone(Backbone):
         super().__init__()
         if len(cfg.depths) != 4 or len(cfg.num_heads) != 4:
             raise ConfigError(
-                f"model.depths and model.num_heads need 4 entries for swin, got {cfg.depths} / {cfg.num_heads}"
+                f"model.depths and model.num_heads need 4 entries for swin, "
+                f"got {cfg.depths} / {cfg.num_heads}"
             )
         fs = cfg.feature_size
         if fs % 12:
@@ -40,7 +41,8 @@ class SwinBackbone(Backbone):
         )
 
         def enc(cin: int, cout: int) -> UnetrBasicBlock:
-            return UnetrBasicBlock(3, cin, cout, kernel_size=3, stride=1, norm_name="instance", res_block=True)
+            return UnetrBasicBlock(3, cin, cout, kernel_size=3, stride=1, norm_name="instance",
+                                   res_block=True)
 
         def up(cin: int, cout: int) -> UnetrUpBlock:
             return UnetrUpBlock(

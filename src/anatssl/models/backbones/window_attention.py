@@ -27,10 +27,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-#: Target size in bytes of one (c, H, N, N) score block. 4 MiB keeps the block plus its softmax in the
-#: L2/L3 caches of a desktop/server CPU; measured on a 2-core Zen CPU: 1..16 windows per block within
-#: 10% of each other, all ~3x faster than materialising every window's scores at once.
-CHUNK_BYTES = 4 * 2**20
+#: Target size in bytes of one (c*H, N, N) score block. 8 MiB keeps the block and its softmax in the
+#: L3 cache of a server CPU while keeping the number of small kernels (and thread barriers) per block
+#: low: on the 2-core Zen CPU, 2..32 MiB blocks ran within ~15% of each other when the machine was
+#: quiet, while with other processes competing for the cores 2 MiB blocks ran ~2x slower than 32 MiB
+#: ones (every kernel is a thread barrier that waits for a descheduled thread).
+CHUNK_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -287,4 +289,6 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan, nu
             outs.append(F.scaled_dot_product_attention(q[sl], k[sl], v[sl], attn_mask=m, scale=scale))
         o = outs[0] if len(outs) == 1 else torch.cat(outs)
         return o.transpose(1, 2).reshape(bw * n, num_heads * d)
+    # under autocast qkv comes out of the Linear in bf16/fp16 while the bias table stays fp32
+    bias = bias.to(qkv.dtype)
     return WindowAttentionFunction.apply(qkv, bias, plan, num_heads, scale)  # type: ignore[no-any-return]
