@@ -50,12 +50,12 @@ def quickstart_suite(method: str, fast: bool = False, seed: int = 0) -> Suite:
         )
     return Suite(
         name="quickstart",
-        description=f"quickstart: {method} pretrained 60 steps on 12 synthetic torsos (64^3), then "
+        description=f"quickstart: {method} pretrained 60 steps on 12 synthetic torsos (96^3), then "
         "fine-tuned 40 steps with 2 labelled volumes next to a scratch copy; 4 held-out volumes, 1 seed",
         methods=(method,),
         seeds=(seed,),
         labeled=(2,),
-        data={"n": 12, "size": 64, "seed": seed},
+        data={"n": 12, "size": 96, "seed": seed},
         model=("model.backbone=swin", "model.feature_size=12"),
         pretrain=(
             "train.max_steps=60",
