@@ -25,6 +25,7 @@ What differs is how the work is done (see ``window_attention.py``):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +119,7 @@ class SwinTransformerBlock(nn.Module):
         return self.attn(self.norm1(x).view(b * n, c), plan).view(b, n, c)
 
     def part2(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(self.mlp(self.norm2(x)))  # type: ignore[no-any-return]
+        return self.drop_path(self.mlp(self.norm2(x)))
 
     def _part2_residual(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.part2(x)
@@ -126,7 +127,7 @@ class SwinTransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         if self.use_checkpoint:
             x = x + self.drop_path(checkpoint.checkpoint(self.part1, x, plan, use_reentrant=False))
-            return x + checkpoint.checkpoint(self.part2, x, use_reentrant=False)  # type: ignore[no-any-return]
+            return x + checkpoint.checkpoint(self.part2, x, use_reentrant=False)
         x = x + self.drop_path(self.part1(x, plan))
         if self.compiled is not None:
             return self.compiled(x)
@@ -150,7 +151,7 @@ class PatchMerging(nn.Module):
         if d % 2 or h % 2 or w % 2:
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2, 0, d % 2))
         x = torch.cat([x[:, i::2, j::2, k::2, :] for i, j, k in self.ORDER], -1)
-        return self.reduction(self.norm(x))  # type: ignore[no-any-return]
+        return self.reduction(self.norm(x))
 
 
 class BasicLayer(nn.Module):
@@ -161,7 +162,7 @@ class BasicLayer(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.shift_size = tuple(w // 2 for w in window_size)
-        self.blocks = nn.ModuleList(
+        self.blocks: list[SwinTransformerBlock] = nn.ModuleList(  # type: ignore[assignment]
             [SwinTransformerBlock(dim, num_heads, window_size, shifted=i % 2 == 1, drop_path=drop_path[i])
              for i in range(depth)]
         )
@@ -176,6 +177,8 @@ class BasicLayer(nn.Module):
         key = (batch, dims, ws, ss, device)
         plan = self._plans.get(key)
         if plan is None:
+            if len(self._plans) >= 32:  # varying crop sizes: keep the cache bounded
+                self._plans.clear()
             plan = self._plans[key] = build_plan(batch, dims, ws, ss, device)
         return plan
 
@@ -185,7 +188,7 @@ class BasicLayer(nn.Module):
         t = x.reshape(b, d * h * w, c)
         for blk in self.blocks:
             t = blk(t, self.plan(b, (d, h, w), blk.shifted, x.device))
-        return self.downsample(t.view(b, d, h, w, c))  # type: ignore[no-any-return]
+        return self.downsample(t.view(b, d, h, w, c))
 
 
 class PatchEmbed(nn.Module):
@@ -201,7 +204,7 @@ class PatchEmbed(nn.Module):
         d, h, w = x.shape[2:]
         if d % p or h % p or w % p:
             x = F.pad(x, (0, (-w) % p, 0, (-h) % p, 0, (-d) % p))
-        return self.proj(x)  # type: ignore[no-any-return]
+        return self.proj(x)
 
 
 class SwinViT(nn.Module):
@@ -248,7 +251,7 @@ class SwinViT(nn.Module):
         dpr = [float(v) for v in torch.linspace(0, drop_path_rate, sum(depths))]
         for i in range(4):
             dim = embed_dim * 2**i
-            layer = BasicLayer(dim, depths[i], num_heads[i], window,  # type: ignore[arg-type]
+            layer = BasicLayer(dim, depths[i], num_heads[i], window,
                                dpr[sum(depths[:i]) : sum(depths[: i + 1])])
             self.add_module(f"layers{i + 1}", nn.ModuleList([layer]))
         if use_v2:
@@ -277,11 +280,11 @@ class SwinViT(nn.Module):
             for blk in layer.blocks:
                 blk.use_checkpoint = flag
 
-    def compile_blocks(self, **kwargs: object) -> None:
+    def compile_blocks(self, **kwargs: Any) -> None:
         """``torch.compile`` each block's LayerNorm + MLP + residual (the window attention stays eager)."""
         for layer in self.stages():
             for blk in layer.blocks:
-                blk.compiled = torch.compile(blk._part2_residual, **kwargs)  # type: ignore[arg-type]
+                blk.compiled = torch.compile(blk._part2_residual, **kwargs)
 
     @staticmethod
     def proj_out(x: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -147,7 +147,7 @@ class _ToWindows(torch.autograd.Function):
     """(B*L, C) tokens -> (B*nW*N, C) window rows (pad rows zero); backward is the inverse gather."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         ctx.plan = plan
         out = x.index_select(0, plan.gather)
         if plan.pad_rows.numel():
@@ -155,7 +155,7 @@ class _ToWindows(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad.contiguous().index_select(0, ctx.plan.scatter), None
 
 
@@ -163,12 +163,12 @@ class _FromWindows(torch.autograd.Function):
     """(B*nW*N, C) window rows -> (B*L, C) tokens (drops pad rows); backward is the forward gather."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         ctx.plan = plan
         return x.index_select(0, plan.scatter)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         plan = ctx.plan
         out = grad.contiguous().index_select(0, plan.gather)
         if plan.pad_rows.numel():
@@ -178,12 +178,12 @@ class _FromWindows(torch.autograd.Function):
 
 def to_windows(x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
     """MONAI's pad + roll + window_partition as one gather: (B*L, C) -> (B*nW*N, C)."""
-    return _ToWindows.apply(x, plan)  # type: ignore[no-any-return]
+    return _ToWindows.apply(x, plan)
 
 
 def from_windows(x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
     """MONAI's window_reverse + reverse roll + crop as one gather: (B*nW*N, C) -> (B*L, C)."""
-    return _FromWindows.apply(x, plan)  # type: ignore[no-any-return]
+    return _FromWindows.apply(x, plan)
 
 
 def _chunk(num_heads: int, n: int, itemsize: int) -> int:
@@ -234,7 +234,7 @@ class WindowAttentionFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan,  # type: ignore[override]
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan,
                 num_heads: int, scale: float) -> torch.Tensor:
         bw, n = plan.num_windows, plan.tokens
         q, kt, v = _split_heads(qkv, plan, num_heads, scale)
@@ -247,7 +247,7 @@ class WindowAttentionFunction(torch.autograd.Function):
         return out.view(bw, num_heads, n, -1).transpose(1, 2).reshape(bw * n, -1)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, kt, v, bias = ctx.saved_tensors
         plan, num_heads, scale = ctx.plan, ctx.num_heads, ctx.scale
         bw, n = plan.num_windows, plan.tokens
@@ -291,4 +291,4 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan, nu
         return o.transpose(1, 2).reshape(bw * n, num_heads * d)
     # under autocast qkv comes out of the Linear in bf16/fp16 while the bias table stays fp32
     bias = bias.to(qkv.dtype)
-    return WindowAttentionFunction.apply(qkv, bias, plan, num_heads, scale)  # type: ignore[no-any-return]
+    return WindowAttentionFunction.apply(qkv, bias, plan, num_heads, scale)
