@@ -73,6 +73,8 @@ def run_correspondence(args: argparse.Namespace) -> int:
     return 0
 
 
+from anatssl.cli import evaluate_segmentation as _seg  # noqa: E402
+
 Task = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str, str]
 """(add its arguments, run it, help line, epilog)."""
 
@@ -82,6 +84,7 @@ TASKS: dict[str, Task] = {
         "landmark matching across subjects (mean radial error) vs. no-learning and chance baselines",
         CORRESPONDENCE_EPILOG,
     ),
+    "segmentation": (_seg.add_arguments, _seg.run, _seg.HELP, _seg.EPILOG),
 }
 
 

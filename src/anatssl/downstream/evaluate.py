@@ -1,0 +1,72 @@
+"""Re-score a fine-tuned segmentation model (``anatssl finetune`` output) on a labelled dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anatssl.config.loader import read_yaml
+from anatssl.downstream.config import build_finetune_config
+from anatssl.downstream.labelled import (
+    check_label_values,
+    parse_label_map,
+    read_labelled_dataset,
+    split_cases,
+)
+from anatssl.downstream.metrics import json_safe, mean_over_cases
+from anatssl.downstream.segmentation import SegmentationNet, evaluate_segmentation
+from anatssl.engine.trainer import resolve_device
+from anatssl.errors import CheckpointError, DataError
+from anatssl.models.backbones import build_backbone
+
+
+def evaluate_finetuned_segmentation(
+    model_dir: str | Path, data: str | Path, out_dir: str | Path, cases: str = "test", device: str = "auto"
+) -> dict[str, Any]:
+    """Sliding-window Dice / HD95 of ``model_dir/model.pt`` on ``data``.
+
+    ``cases``: ``test`` (the fine-tuning run's held-out split, recomputed from its ``split`` settings:
+    use it with the data the model was fine-tuned on) or ``all`` (every labelled case: new data).
+    The dataset's label map must equal the model's.
+    """
+    model_dir, out = Path(model_dir), Path(out_dir)
+    cfg_path, model_path = model_dir / "config.yaml", model_dir / "model.pt"
+    if not cfg_path.is_file() or not model_path.is_file():
+        raise CheckpointError(
+            f"{model_dir} is not an `anatssl finetune` output (needs config.yaml and model.pt)"
+        )
+    cfg = build_finetune_config(read_yaml(cfg_path))
+    if cfg.task != "segmentation":
+        raise CheckpointError(f"{model_dir} is a {cfg.task!r} model, not segmentation")
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+    model_labels = parse_label_map(ckpt["anatssl"]["labels"], str(model_path))
+    all_cases, label_map = read_labelled_dataset(data, need_labels=True)
+    if label_map != model_labels:
+        raise DataError(f"{data}: its labels {label_map} differ from the model's {model_labels}")
+    test = split_cases(all_cases, cfg.split)[1] if cases == "test" else all_cases
+    check_label_values(test, label_map)
+    values = sorted(label_map)
+    net = SegmentationNet(build_backbone(cfg.model), len(values))
+    net.load_state_dict(ckpt["state_dict"], strict=True)
+    dev = resolve_device(device)
+    net.to(dev)
+    out.mkdir(parents=True, exist_ok=True)
+    per_case = evaluate_segmentation(
+        net, cfg, test, values, {i: label_map[v] for i, v in enumerate(values)}, out, dev
+    )
+    means = mean_over_cases(list(per_case.values()))
+    metrics = {
+        "task": "segmentation",
+        "model": str(model_dir),
+        "cases": [c.name for c in test],
+        "dice": means["dice"],
+        "hd95_mm": means["hd95"],
+        "mean_dice": means["dice"]["mean"],
+        "mean_hd95_mm": means["hd95"]["mean"],
+        "per_case": per_case,
+    }
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
+    return metrics
