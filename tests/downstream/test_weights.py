@@ -64,8 +64,10 @@ def test_export_loads_into_monai_swinvit_strict(tmp_path: Path, fmt: str) -> Non
     with torch.no_grad():
         mine, theirs = bb.encode(x), net.swinViT(x, normalize=True)
     assert len(mine) == len(theirs) == 5
-    for a, b in zip(mine, theirs):
-        assert torch.equal(a, b)
+    for a, b in zip(mine, theirs):  # same weights; the fast attention may differ from MONAI's in rounding
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    for k, v in net.swinViT.state_dict().items():  # the round trip itself is exact
+        assert torch.equal(v, ours["swinViT." + k]), k
 
 
 def test_export_encoder_only_and_conv_refused_for_monai(tmp_path: Path) -> None:
