@@ -101,20 +101,33 @@ class AliceViews:
     def embedding(self, volume: Volume) -> EmbeddingMap:
         """The cached SAM embedding of ``volume``.
 
-        The first request for a scan (per process) goes through ``EmbeddingCache.get``, which refuses a
-        missing or stale entry, and :func:`check_coverage` (an embedding of another geometry); later
-        requests read the entry directly (the scan's file is not hashed again at every step).
+        The first request for a scan (per process) checks that the entry exists, was computed with the
+        cache's current model and preset, and covers the scan (:func:`check_coverage`). Whether the
+        scan *file* changed since embedding (a full read to hash it) is checked once for the whole
+        dataset at start-up (``anatssl.methods.alice.check_alice_data``), not in every DataLoader
+        worker.
         """
         from anatssl.anatomy.cache import EmbeddingCache, load_map
 
         if self._cache is None:
             self._cache = EmbeddingCache(self.embeddings_dir)  # type: ignore[arg-type]
-        if volume.path not in self._checked:
-            emb = self._cache.get(volume.path)
-            check_coverage(volume, emb)
-            self._checked.add(volume.path)
-            return emb
-        return load_map(self._cache.entry_path(volume.path))
+        path = self._cache.entry_path(volume.path)
+        if volume.path in self._checked:
+            return load_map(path)
+        manifest = self._cache.manifest()
+        root = self._cache.root
+        redo = f"re-run `anatssl embed --model {manifest.get('model_run')} --data PATH --out {root}`"
+        if not path.is_file():
+            raise DataError(f"no embedding of {volume.path} in {root}; {redo} with a PATH that holds it")
+        emb = load_map(path)
+        for key, what in (("model_hash", "other model weights"),
+                          ("preset_hash", "another preprocessing preset")):
+            if emb.meta.get(key) != manifest.get(key):
+                raise DataError(f"the embedding of {volume.path} in {root} is stale (computed with {what}); "
+                                f"{redo}")
+        check_coverage(volume, emb)
+        self._checked.add(volume.path)
+        return emb
 
     def partner(self, volume: Volume, rng: np.random.Generator, source: VolumeProvider) -> Volume:
         """A partner drawn uniformly from the other volumes of the training set."""
