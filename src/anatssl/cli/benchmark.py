@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 EPILOG = """\
 examples:
   anatssl benchmark --suite smoke --out bench/smoke
-  anatssl benchmark --suite synthetic-small --out bench/small              # hours on a CPU
+  anatssl benchmark --suite synthetic-small --out bench/small              # hours on a 2-core CPU
+  anatssl benchmark --suite synthetic-small --out bench/small --seeds 0 --labeled 2   # a first look
   anatssl benchmark --suite synthetic-small --out bench/small --methods swinssl,simmim
 
 Suites:
@@ -61,6 +63,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--methods {','.join(unknown)}: not in suite {suite.name!r} ({', '.join(suite.methods)})"
             )
+    try:
+        if args.seeds:
+            suite = dataclasses.replace(
+                suite, seeds=tuple(int(x) for x in args.seeds.split(",") if x.strip())
+            )
+        if args.labeled:
+            suite = dataclasses.replace(
+                suite, labeled=tuple(int(x) for x in args.labeled.split(",") if x.strip())
+            )
+    except ValueError as e:
+        raise ConfigError(f"--seeds / --labeled take comma-separated integers: {e}") from e
     results = run_suite(suite, args.out, methods=methods, data=args.data)
     print((Path(args.out) / "results.md").read_text())
     return 1 if results.get("failures") else 0
