@@ -113,3 +113,20 @@ def test_smoke_suite_on_synthetic_data(tmp_path: Path) -> None:
     assert set(res["correspondence_baselines"]) == {"same_voxel", "random_foreground"}
     assert "random body voxel (chance)" in (out / "results.md").read_text()
     assert (out / "plots" / "correspondence.png").is_file()
+
+
+@pytest.mark.parametrize("method", get_suite("synthetic-small").methods)
+def test_scratch_starts_from_the_pretraining_init(method: str) -> None:
+    """The benchmark's control: same seed -> the scratch backbone equals the method's initial encoder."""
+    import torch
+
+    from anatssl.config import load_pretrain_config
+    from anatssl.methods import build_method
+    from anatssl.models.backbones import build_backbone
+
+    cfg = load_pretrain_config(method, "tiny", overrides=["model.backbone=conv", "model.feature_size=4"])
+    torch.manual_seed(0)  # as engine/trainer.py before build_method
+    enc = build_method(cfg).encoder().state_dict()
+    torch.manual_seed(0)  # as downstream/segmentation.py before build_backbone
+    bb = build_backbone(cfg.model).state_dict()
+    assert set(enc) == set(bb) and all(torch.equal(enc[k], bb[k]) for k in bb)
