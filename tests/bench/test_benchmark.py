@@ -130,3 +130,30 @@ def test_scratch_starts_from_the_pretraining_init(method: str) -> None:
     torch.manual_seed(0)  # as downstream/segmentation.py before build_backbone
     bb = build_backbone(cfg.model).state_dict()
     assert set(enc) == set(bb) and all(torch.equal(enc[k], bb[k]) for k in bb)
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_every_cell_config_of_a_suite_resolves(name: str) -> None:
+    """Pretraining and fine-tuning configs of every cell build (a typo fails here, not hours into a run)."""
+    from anatssl.bench.quickstart import quickstart_suite
+    from anatssl.config import load_pretrain_config
+    from anatssl.downstream.config import load_finetune_config
+
+    suites = [get_suite(name)] + (
+        [quickstart_suite("alice"), quickstart_suite("swinssl")] if name == "smoke" else []
+    )
+    for suite in suites:
+        for method in suite.methods:
+            cfg = load_pretrain_config(
+                method, "tiny", None, [*suite.model, *suite.pretrain, *suite.method_overrides.get(method, ())]
+            )
+            assert cfg.model.backbone in {"swin", "conv"}
+        for n in suite.labeled:
+            ft = load_finetune_config(
+                "segmentation",
+                "tiny",
+                None,
+                [*suite.model, *suite.finetune, f"split.labeled={n}", f"split.n_test={suite.n_test}"],
+            )
+            assert ft.split.labeled == n
+        assert max(suite.labeled) + suite.n_test <= suite.data["n"]
