@@ -260,6 +260,8 @@ def load_backbone_weights(
     tensor has another shape (another feature_size / in_channels), listing the keys at fault.
     """
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip_prefixes)}
+    if not any(k.startswith(_DROP_ON_EXPORT) for k in own):  # SSL-only parts: not worth a warning
+        sd = {k: v for k, v in sd.items() if not k.startswith(_DROP_ON_EXPORT)}
     mapped, unexpected, renamed = map_state_dict(sd, own)
     wrong = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
