@@ -43,6 +43,8 @@ def test_embed_get_round_trip_and_skip(setup: tuple[Path, Path, list[Path]], tmp
     np.testing.assert_allclose(EmbeddingMap.grid_to_world(emap.fine_affine, [1, 2, 3]),
                                vol.voxel_to_world([2.5, 4.5, 6.5]), atol=1e-9)
     cache.get(scans[1], volume=vol)  # same geometry: fine
+    assert emap.fine_mask is not None and emap.fine_mask.shape == emap.fine_shape
+    assert emap.fine_mask.any() and not emap.fine_mask.all()  # body and air
     # the stored embedding equals a fresh computation
     net, _, _ = load_sam_run(run)
     from anatssl.anatomy.cache import embed_volume
@@ -89,6 +91,7 @@ def test_other_geometry(setup: tuple[Path, Path, list[Path]], tmp_path: Path) ->
     cache = EmbeddingCache(out)
     emap = cache.get(scans[0])
     emap.fine = emap.fine[:, :-1]
+    emap.fine_mask = None if emap.fine_mask is None else emap.fine_mask[:-1]
     from anatssl.anatomy.cache import save_map
 
     save_map(emap, cache.entry_path(scans[0]))

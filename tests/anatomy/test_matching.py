@@ -42,6 +42,29 @@ def test_self_match_is_exact_and_vectorised() -> None:
         assert s1[0] == pytest.approx(score[i], abs=1e-5)
 
 
+def test_query_uses_the_cell_that_holds_the_point() -> None:
+    """Points anywhere inside a fine cell match like the cell centre (no blend of neighbouring cells)."""
+    a = _map(4)
+    idx = np.array([[3, 4, 5], [7, 2, 9]])
+    centre = _fine_centres(a, idx)
+    off = _fine_centres(a, idx + np.array([0.45, -0.4, 0.3])) - centre
+    got_c, s_c = match_points(a, a, centre)
+    got_o, s_o = match_points(a, a, centre + off)
+    np.testing.assert_allclose(got_o, got_c)
+    np.testing.assert_allclose(s_o, s_c)
+
+
+def test_body_mask_restricts_the_argmax() -> None:
+    a = _map(5)
+    b = _map(5)
+    pts = _fine_centres(a, np.array([[2, 2, 2], [6, 5, 4]]))
+    b.fine_mask = np.ones(b.fine_shape, dtype=bool)
+    b.fine_mask[:4] = False  # the first cells along x are "air"
+    got, score = match_points(a, b, pts)
+    np.testing.assert_allclose(got[1], pts[1])  # inside the body: found
+    assert EmbeddingMap.world_to_grid(b.fine_affine, got[0])[0] >= 4 - 1e-9 and score[0] < score[1]
+
+
 def test_match_goes_through_world_coordinates() -> None:
     """B is A's embedding placed 10 mm further along x and flipped along y: matches move with it."""
     a = _map(1)

@@ -36,6 +36,8 @@ from anatssl.errors import DataError
 CACHE_FORMAT = "anatssl-sam-embeddings"
 CACHE_VERSION = 1
 MANIFEST = "cache.json"
+FG_THRESHOLD = 0.05
+"""Body = normalised intensity above this (-900 HU for the default CT window), as SAM's views."""
 
 
 # -- hashes ---------------------------------------------------------------------------------------
@@ -76,9 +78,10 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 
 def save_map(emap: EmbeddingMap, path: str | Path) -> None:
     buf = io.BytesIO()
+    extra = {} if emap.fine_mask is None else {"fine_mask": np.asarray(emap.fine_mask, dtype=bool)}
     np.savez(buf, fine=emap.fine.astype(np.float16), coarse=emap.coarse.astype(np.float16),
              fine_affine=emap.fine_affine, coarse_affine=emap.coarse_affine,
-             meta=np.array(json.dumps(emap.meta)))
+             meta=np.array(json.dumps(emap.meta)), **extra)
     atomic_write_bytes(buf.getvalue(), Path(path))
 
 
@@ -86,7 +89,7 @@ def load_map(path: str | Path) -> EmbeddingMap:
     try:
         with np.load(path, allow_pickle=False) as z:
             emap = EmbeddingMap(z["fine"], z["coarse"], z["fine_affine"], z["coarse_affine"],
-                                json.loads(str(z["meta"])))
+                                json.loads(str(z["meta"])), z["fine_mask"] if "fine_mask" in z else None)
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"cannot read embedding {path}: {e}; delete it and re-run `anatssl embed`") from e
     check_consistent(emap, str(path))
@@ -99,14 +102,18 @@ def check_consistent(emap: EmbeddingMap, where: str) -> None:
     if emap.fine.ndim != 4 or emap.coarse.ndim != 4 or emap.fine.shape[0] != emap.coarse.shape[0]:
         raise DataError(f"{where}: embedding arrays have shapes {emap.fine.shape} / {emap.coarse.shape}; "
                         "expected (D, X, Y, Z) each with the same D")
-    shape = emap.meta.get("volume_shape")
-    if shape is not None:
+    if emap.fine_mask is not None and tuple(emap.fine_mask.shape) != tuple(emap.fine.shape[1:]):
+        raise DataError(f"{where}: fine_mask {tuple(emap.fine_mask.shape)} does not match the fine grid "
+                        f"{tuple(emap.fine.shape[1:])}; re-run `anatssl embed`")
+    raw = emap.meta.get("volume_shape")
+    if isinstance(raw, (list, tuple)):
+        shape = tuple(int(n) for n in raw)
         for key, arr in (("fine", emap.fine), ("coarse", emap.coarse)):
-            s = int(emap.meta[f"{key}_stride"])  # type: ignore[call-overload]
-            want = tuple(-(-int(n) // s) for n in shape)  # type: ignore[union-attr]
+            s = int(str(emap.meta[f"{key}_stride"]))
+            want = tuple(-(-n // s) for n in shape)
             if tuple(arr.shape[1:]) != want:
                 raise DataError(f"{where}: {key} grid {tuple(arr.shape[1:])} does not fit a volume of "
-                                f"{tuple(shape)} at stride {s} (expected {want}); re-run `anatssl embed`")  # type: ignore[arg-type]
+                                f"{shape} at stride {s} (expected {want}); re-run `anatssl embed`")
 
 
 def check_geometry(emap: EmbeddingMap, volume: Volume) -> None:
@@ -136,9 +143,19 @@ def check_geometry(emap: EmbeddingMap, volume: Volume) -> None:
 
 
 # -- embedding ------------------------------------------------------------------------------------
+def fine_foreground(volume: Volume, stride: int = 2, threshold: float = FG_THRESHOLD) -> np.ndarray:
+    """(Fx, Fy, Fz) bool: fine cells (stride-``stride`` blocks) with any voxel above ``threshold``."""
+    img = np.asarray(volume.image[0]) > threshold
+    pad = [(0, (-s) % stride) for s in img.shape]
+    img = np.pad(img, pad)
+    x, y, z = (s // stride for s in img.shape)
+    return img.reshape(x, stride, y, stride, z, stride).any(axis=(1, 3, 5))
+
+
 def embed_volume(net: SAMNet, volume: Volume, window: int | None = 128, device: str | torch.device = "cpu",
                  extra_meta: dict[str, Any] | None = None) -> EmbeddingMap:
-    """One preprocessed :class:`Volume` -> its :class:`EmbeddingMap` (float16, unit-norm, with affines)."""
+    """One preprocessed :class:`Volume` -> its :class:`EmbeddingMap` (float16, unit-norm, with affines, and
+    the body mask of the fine grid)."""
     x = torch.from_numpy(np.array(volume.image, dtype=np.float32))[None].to(device)
     fine, coarse = embed_tensor(net, x, window=window)
     meta: dict[str, Any] = {
@@ -157,6 +174,7 @@ def embed_volume(net: SAMNet, volume: Volume, window: int | None = 128, device: 
         fine_affine=grid_affine(volume.affine, net.fine_stride),
         coarse_affine=grid_affine(volume.affine, net.coarse_stride),
         meta=meta,
+        fine_mask=fine_foreground(volume, net.fine_stride),
     )
 
 
@@ -190,7 +208,7 @@ class EmbeddingCache:
             ) from e
         if m.get("format") != CACHE_FORMAT:
             raise DataError(f"{self.manifest_path} is not a SAM embedding cache manifest")
-        return m  # type: ignore[no-any-return]
+        return dict(m)
 
     def write_manifest(self, model_run: str, model_hash: str, data: DataConfig, net: SAMNet) -> None:
         m = {

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anatssl.anatomy.cache import atomic_write_bytes, embed_volume
+from anatssl.anatomy.cache import atomic_write_bytes, embed_volume, fine_foreground
 from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.matching import match_points
 from anatssl.anatomy.sam_model import grid_affine, load_sam_run, pad_to_multiple
@@ -70,7 +70,7 @@ def dense_feature_embedder(run: str | Path, layer: str = "decoder") -> Callable[
     except RuntimeError as e:
         raise CheckpointError(f"{run}: weights do not fit the {cfg.method!r} method of its config: "
                               f"{str(e).splitlines()[0]}") from e
-    backbone = method.encoder().eval()
+    backbone: Any = method.encoder().eval()
     if not hasattr(backbone, "encode"):
         raise CheckpointError(f"{run}: the encoder of method {cfg.method!r} has no dense features (encode)")
 
@@ -85,7 +85,7 @@ def dense_feature_embedder(run: str | Path, layer: str = "decoder") -> Callable[
         aff = grid_affine(volume.affine, 2)
         meta = {"source": volume.path, "volume_shape": list(volume.spatial_shape),
                 "volume_affine": np.asarray(volume.affine).tolist(), "fine_stride": 2, "coarse_stride": 2}
-        return EmbeddingMap(f, f, aff, aff, meta)
+        return EmbeddingMap(f, f, aff, aff, meta, fine_mask=fine_foreground(volume, 2))
 
     return embed
 

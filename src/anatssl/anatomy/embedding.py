@@ -26,6 +26,9 @@ class EmbeddingMap:
     """(4, 4) coarse-grid index -> world mm."""
     meta: dict[str, object] = field(default_factory=dict)
     """source path, source hash, model hash, stride, spacing ..."""
+    fine_mask: np.ndarray | None = None
+    """(Fx, Fy, Fz) bool, optional: fine cells inside the body (any voxel of the cell above the
+    foreground level). ``match_points`` only matches into these cells when present."""
 
     @staticmethod
     def grid_to_world(affine: np.ndarray, idx: np.ndarray) -> np.ndarray:

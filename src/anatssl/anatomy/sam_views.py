@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import gaussian_filter, map_coordinates
 
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
@@ -77,6 +77,10 @@ class SAMViews:
     contrast_range: tuple[float, float] = (0.85, 1.15)
     brightness: float = 0.1
     noise_std: float = 0.03
+    blur_sigma: tuple[float, float] = (0.0, 0.0)
+    """Gaussian blur of each view, sigma ~ U(lo, hi) output voxels, independently per view. Both crops of
+    one scan share its noise and fine texture; blurring them differently (and adding independent noise)
+    keeps the network from matching by that texture instead of by anatomy."""
     fg_threshold: float = 0.05
 
     def __post_init__(self) -> None:
@@ -152,6 +156,9 @@ class SAMViews:
         grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in self.crop_size], indexing="ij"))
         coords = np.einsum("ij,jxyz->ixyz", a, grid) + t[:, None, None, None]
         out = np.stack([map_coordinates(c, coords, order=1, mode="constant", cval=0.0) for c in img])
+        if self.blur_sigma[1] > 0:
+            sigma = rng.uniform(*self.blur_sigma)
+            out = np.stack([gaussian_filter(c, sigma) for c in out]) if sigma > 0 else out
         out = out * rng.uniform(*self.contrast_range) + rng.uniform(-self.brightness, self.brightness)
         if self.noise_std > 0:
             out = out + rng.normal(0, self.noise_std, size=out.shape)

@@ -63,7 +63,7 @@ def file_affine(path: str | Path) -> np.ndarray:
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)  # type: ignore[attr-defined]
     from anatssl.data.io import read_volume
 
     return np.asarray(read_volume(path).affine, dtype=np.float64)

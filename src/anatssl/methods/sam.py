@@ -64,6 +64,8 @@ class SAMConfig:
     contrast_range: tuple[float, float] = (0.85, 1.15)
     brightness: float = 0.1
     noise_std: float = 0.03
+    blur_sigma: tuple[float, float] = (0.0, 0.0)
+    """Per-view Gaussian blur sigma range (voxels); breaks the shared-texture shortcut (see SAMViews)."""
     fg_threshold: float = 0.05
     """Foreground = normalised intensity above this (CT preset [-1000, 1000] HU -> -900 HU)."""
 
@@ -102,7 +104,7 @@ class SAM(SSLMethod):
             crop_size=tuple(p.crop_size),  # type: ignore[arg-type]
             num_pairs=p.num_pairs, scale_range=p.scale_range, rotate_deg=p.rotate_deg, max_shift=p.max_shift,
             contrast_range=p.contrast_range, brightness=p.brightness, noise_std=p.noise_std,
-            fg_threshold=p.fg_threshold,
+            blur_sigma=p.blur_sigma, fg_threshold=p.fg_threshold,
         )
 
     @property
