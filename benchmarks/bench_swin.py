@@ -89,7 +89,9 @@ def child(args: argparse.Namespace) -> dict[str, object]:
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        _loss(args.model, net(x), target).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            loss = _loss(args.model, net(x), target)
+        loss.backward()
         opt.step()
 
     result: dict[str, object] = {}
@@ -170,6 +172,8 @@ def run_child(args: argparse.Namespace, model: str, impl: str, fs: int, crop: in
            "--steps", str(args.steps), "--warmup", str(args.warmup)]
     if flops:
         cmd.append("--count-flops")
+    if args.amp != "none":
+        cmd += ["--amp", args.amp]
     if args.compile and impl == "ours":
         cmd.append("--compile")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -207,6 +211,8 @@ def main() -> int:
                    help="subprocesses per implementation, alternating MONAI / ours; the fastest is reported "
                    "(use 2-3 when other work shares the machine)")
     p.add_argument("--compile", action="store_true", help="also torch.compile our blocks' per-token parts")
+    p.add_argument("--amp", default="none", choices=["none", "bf16"],
+                   help="CPU bf16 autocast for both implementations (timing only; parity is fp32)")
     p.add_argument("--quick", action="store_true", help="smoke run: fs 12, 64^3, batch 1, 1 step")
     p.add_argument("--profile", action="store_true",
                    help="instead of the table: time by op category (torch.profiler) for the first "

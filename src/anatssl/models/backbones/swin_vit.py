@@ -329,7 +329,8 @@ class SwinViT(nn.Module):
         for i, layer in enumerate(self.stages()):
             if self.use_v2:
                 conv = getattr(self, f"layers{i + 1}c")[0]
-                h = conv(h.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1).contiguous()
+                # channel-first contiguous, as MONAI feeds it: the same conv algorithm, the same rounding
+                h = conv(h.permute(0, 4, 1, 2, 3).contiguous()).permute(0, 2, 3, 4, 1).contiguous()
             h = layer(h)
             outs.append(self.proj_out(h, normalize))
         return outs
