@@ -1,7 +1,8 @@
 """Cross-patient anatomical pair mining for Alice (Jiang et al., ICCV 2023, sec. 3.1).
 
 Given volume A, its partner B and their SAM embedding maps (fine + coarse, unit-norm; Yan et al.,
-IEEE TMI 2022), draw a query voxel p in A's foreground and find the voxel p' of B that shows the same
+IEEE TMI 2022), draw a query voxel p in A's foreground (snapped to the centre of its fine cell, whose
+embedding is the query) and find the voxel p' of B that shows the same
 anatomy: ``p' = argmax_q  1/2 (<f_A(p), f_B(q)> + <c_A(p), c_B(q)>)`` over B's fine grid, the coarse
 cosine map being upsampled (trilinearly, through world coordinates) to the fine grid. A match is
 accepted when its score exceeds ``threshold`` (0.7, the public code's value); otherwise another p is
@@ -141,6 +142,8 @@ class _FineIndex:
         self.fine = np.ascontiguousarray(emb.fine.reshape(d, -1).T, dtype=np.float32)  # (Nf, D)
         dc = emb.coarse.shape[0]
         self.coarse = np.ascontiguousarray(emb.coarse.reshape(dc, -1).T, dtype=np.float32)  # (Nc, D)
+        mask = getattr(emb, "fine_mask", None)
+        self.outside = None if mask is None or not np.any(mask) else ~np.asarray(mask, dtype=bool).reshape(-1)
         axes = [np.arange(s) for s in self.fine_shape]
         grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         world = EmbeddingMap.grid_to_world(emb.fine_affine, grid)
@@ -156,13 +159,46 @@ class _FineIndex:
         sim = self.fine @ fq.T  # (Nf, K)
         sim += self.upsample @ (self.coarse @ cq.T)  # (Nf, Nc) @ (Nc, K)
         sim *= 0.5
-        return np.asarray(sim)
+        sim = np.asarray(sim)
+        if self.outside is not None:
+            sim[self.outside] = -2.0  # never match into air (SAM's ``fine_mask``)
+        return sim
 
     def scores(self, fq: np.ndarray, cq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, D) query vectors -> best fine-grid flat index (K,) and its score (K,)."""
         sim = self.similarity(fq, cq)
         best = sim.argmax(axis=0)
         return best, sim[best, np.arange(sim.shape[1])]
+
+
+def snap_to_cells(volume: Volume, emb: EmbeddingMap, ijk: np.ndarray) -> np.ndarray:
+    """(K, 3) voxels -> (K, 3) voxels nearest to the centres of the fine cells that hold them.
+
+    SAM's queries are the embeddings of whole fine cells (see :func:`query_vectors`), so the query point
+    is moved to its cell's centre: the match then corresponds to the point itself, not to a point up
+    to half a cell away.
+    """
+    g = np.rint(voxel_to_grid(volume, emb.fine_affine, ijk))
+    g = np.clip(g, 0, np.asarray(emb.fine_shape) - 1)
+    v = np.rint(grid_to_voxel(volume, emb.fine_affine, g)).astype(np.int64)
+    return np.clip(v, 0, np.asarray(volume.spatial_shape) - 1)
+
+
+def query_vectors(volume: Volume, emb: EmbeddingMap, ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 3) voxels of ``volume`` -> fine (K, D) and coarse (K, D) float32 query embeddings.
+
+    The embeddings of the cells nearest to the points, not trilinear blends: neighbouring fine cells are
+    trained to differ (SAM's hard negatives), so a blend of 8 resembles none of them (the SAM engineer
+    measured self-matching misses of tens of mm with blended queries; ``anatomy/matching.py`` does the
+    same).
+    """
+    out = []
+    for grid, aff in ((emb.fine, emb.fine_affine), (emb.coarse, emb.coarse_affine)):
+        g = np.rint(voxel_to_grid(volume, aff, ijk)).astype(np.int64)
+        g = np.clip(g, 0, np.asarray(grid.shape[1:]) - 1)
+        q = np.asarray(grid[:, g[:, 0], g[:, 1], g[:, 2]], dtype=np.float32).T
+        out.append(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-8))
+    return out[0], out[1]
 
 
 def refine_to_voxel(
@@ -298,7 +334,7 @@ class PairMiner:
     ) -> MinedPair:
         """SAM pairing: candidates drawn up front, scored in growing chunks; the first accepted one wins."""
         fg_a = self.foreground(vol_a)
-        cand = fg_a[rng.integers(len(fg_a), size=self.max_tries)]  # (T, 3)
+        cand = snap_to_cells(vol_a, emb_a, fg_a[rng.integers(len(fg_a), size=self.max_tries)])  # (T, 3)
         index = self._fine_index(vol_b, emb_b)
         best_score, best_i, best_flat, best_sim = -np.inf, 0, 0, np.empty(0, np.float32)
         start, size = 0, 1
@@ -306,8 +342,7 @@ class PairMiner:
             # chunks of 1, 2, 4, ... up to ``chunk`` queries: a good SAM accepts the first try, and a
             # bad one is scored in big matrix products; the result does not depend on the chunking
             pts = cand[start : start + size]
-            fq = sample_embedding(emb_a.fine, voxel_to_grid(vol_a, emb_a.fine_affine, pts))
-            cq = sample_embedding(emb_a.coarse, voxel_to_grid(vol_a, emb_a.coarse_affine, pts))
+            fq, cq = query_vectors(vol_a, emb_a, pts)
             sim = index.similarity(fq, cq)
             flat = sim.argmax(axis=0)
             score = sim[flat, np.arange(sim.shape[1])]
