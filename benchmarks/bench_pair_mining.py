@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from anatssl.anatomy.embedding import EmbeddingMap
-from anatssl.anatomy.pairing import PairMiner, refine_to_voxel, sample_embedding, voxel_to_grid
+from anatssl.anatomy.pairing import PairMiner, query_vectors, refine_to_voxel, snap_to_cells
 from anatssl.data.volume import Volume
 
 
@@ -86,10 +86,8 @@ def naive_mine(vol_a: Volume, emb_a: EmbeddingMap, vol_b: Volume, emb_b: Embeddi
     shape = vol_b.spatial_shape
     best = (-np.inf, None, None)
     for p in cand:
-        ga = voxel_to_grid(vol_a, emb_a.fine_affine, p[None])
-        fq = torch.from_numpy(sample_embedding(emb_a.fine, ga))[0]
-        gc = voxel_to_grid(vol_a, emb_a.coarse_affine, p[None])
-        cq = torch.from_numpy(sample_embedding(emb_a.coarse, gc))[0]
+        fqa, cqa = query_vectors(vol_a, emb_a, p[None])  # the same query vectors as ours
+        fq, cq = torch.from_numpy(fqa)[0], torch.from_numpy(cqa)[0]
         sf = torch.einsum("dxyz,d->xyz", fine_b, fq)[None, None]
         sc = torch.einsum("dxyz,d->xyz", coarse_b, cq)[None, None]
         sim = 0.5 * (F.interpolate(sf, size=shape, mode="trilinear", align_corners=False)
@@ -107,7 +105,7 @@ def run(size: int, pairs: int, threshold: float, chunk: int) -> dict[str, float]
     miner = PairMiner(threshold=threshold, max_tries=100, border_margin=8, chunk=chunk)
     rng = np.random.default_rng(0)
     fg = miner.foreground(va)
-    cands = [fg[rng.integers(len(fg), size=100)] for _ in range(pairs)]
+    cands = [snap_to_cells(va, ea, fg[rng.integers(len(fg), size=100)]) for _ in range(pairs)]
     # ours (the first call builds B's index, as a real run does once per partner it keeps cached)
     miner.mine(va, ea, vb, eb, np.random.default_rng(123))
     t0 = time.perf_counter()
@@ -123,8 +121,7 @@ def run(size: int, pairs: int, threshold: float, chunk: int) -> dict[str, float]
     dist = []
     for p in cands[0][:10]:
         _, q_naive = naive_mine(va, ea, vb, eb, p[None], -np.inf)
-        fq = sample_embedding(ea.fine, voxel_to_grid(va, ea.fine_affine, p[None]))
-        cq = sample_embedding(ea.coarse, voxel_to_grid(va, ea.coarse_affine, p[None]))
+        fq, cq = query_vectors(va, ea, p[None])
         sim = index.similarity(fq, cq)[:, 0]
         q_ours, _ = refine_to_voxel(sim, int(sim.argmax()), vb, eb)
         dist.append(np.linalg.norm(vb.voxel_to_world(q_naive) - vb.voxel_to_world(q_ours)))
