@@ -1,46 +1,20 @@
-"""Shared fixtures: small in-memory volumes and fast configs (every test runs on a 2-core CPU)."""
+"""Session-wide test settings and fixtures (every test runs on a 2-core CPU)."""
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from anatssl.data.volume import Volume
+sys.path.insert(0, str(Path(__file__).parent))  # shared helper modules (engine_fixtures, ...)
+
+from engine_fixtures import MemorySource
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-
-
-class MemorySource:
-    """A tiny in-memory dataset with the ``len`` / ``load`` interface of ``VolumeSource``."""
-
-    def __init__(self, n: int = 3, shape: tuple[int, int, int] = (40, 40, 36), seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.volumes = [
-            Volume(
-                rng.random((1, *shape), dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), f"mem_{i}.nii.gz"
-            )
-            for i in range(n)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.volumes)
-
-    def load(self, index: int) -> Volume:
-        return self.volumes[index]
 
 
 @pytest.fixture
 def memory_source() -> MemorySource:
     return MemorySource()
-
-
-# overrides that make swinssl run in well under a second per step on CPU
-FAST_SWINSSL = [
-    "model.backbone=conv",
-    "model.feature_size=8",
-    "swinssl.crop_size=[32,32,32]",
-    "train.progress=false",
-    "train.tensorboard=false",
-    "optim.warmup_steps=2",
-]

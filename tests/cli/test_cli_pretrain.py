@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from anatssl.cli.main import main
-from conftest import FAST_SWINSSL
+from engine_fixtures import FAST_SWINSSL
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ SCRIPT = """
 import sys, json, os
 sys.path.insert(0, {tests!r})
 import torch
-from conftest import FAST_SWINSSL, MemorySource
+from engine_fixtures import FAST_SWINSSL, MemorySource
 from anatssl.config import load_pretrain_config
 from anatssl.engine.trainer import Trainer
 from anatssl.engine import distributed as D

@@ -20,7 +20,7 @@ from anatssl.engine.checkpoint import load_checkpoint
 from anatssl.engine.data import StepBatchSampler, ViewDataset
 from anatssl.engine.trainer import Trainer, lr_at, pretrain
 from anatssl.errors import ConfigError, TrainingError
-from conftest import FAST_SWINSSL, MemorySource
+from engine_fixtures import FAST_SWINSSL, MemorySource
 
 
 def _cfg(*extra: str):  # type: ignore[no-untyped-def]
@@ -113,7 +113,7 @@ def test_sample_order_is_a_function_of_position() -> None:
 SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from conftest import FAST_SWINSSL, MemorySource
+from engine_fixtures import FAST_SWINSSL, MemorySource
 from anatssl.config import load_pretrain_config
 from anatssl.engine.trainer import pretrain
 cfg = load_pretrain_config("swinssl", "tiny", None, [*FAST_SWINSSL, "train.max_steps=100000",

@@ -1,0 +1,37 @@
+"""Shared test helpers (importable by name: ``from engine_fixtures import MemorySource``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anatssl.data.volume import Volume
+
+
+class MemorySource:
+    """A tiny in-memory dataset with the ``len`` / ``load`` interface of ``VolumeSource``."""
+
+    def __init__(self, n: int = 3, shape: tuple[int, int, int] = (40, 40, 36), seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.volumes = [
+            Volume(
+                rng.random((1, *shape), dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), f"mem_{i}.nii.gz"
+            )
+            for i in range(n)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def load(self, index: int) -> Volume:
+        return self.volumes[index]
+
+
+# overrides that make swinssl run in well under a second per step on CPU
+FAST_SWINSSL = [
+    "model.backbone=conv",
+    "model.feature_size=8",
+    "swinssl.crop_size=[32,32,32]",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "optim.warmup_steps=2",
+]
