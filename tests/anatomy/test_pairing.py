@@ -123,8 +123,8 @@ def test_miner_finds_true_point_and_beats_random(subjects: tuple[Subject, Subjec
         sam_err.append(_error_mm(a, b, pair.voxel_a, pair.voxel_b))
         r = miner.pair(a.volume, b.volume, rng, "random")
         rnd_err.append(_error_mm(a, b, r.voxel_a, r.voxel_b))
-    # refined to B's 1.5 mm voxels: the match is within about a voxel of the truth
-    assert np.mean(sam_err) < 2.0, sam_err  # measured: 0.74 mm mean over 100 pairs
+    # queries sit on A's 2 mm voxel nearest a fine-cell centre, matches on B's 1.5 mm voxels: ~1-2 mm
+    assert np.mean(sam_err) < 3.0, sam_err  # measured: 1.7 mm mean over 100 pairs
     assert np.mean(rnd_err) > 5 * np.mean(sam_err), (np.mean(sam_err), np.mean(rnd_err))
 
 
@@ -213,7 +213,12 @@ def test_refinement_equals_full_resolution_upsampling(subjects: tuple[Subject, S
 
 @pytest.mark.slow
 def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
-    """Integration: train SAM briefly on synthetic subjects, embed them, match landmarks of A in B.
+    """Integration: train SAM (tiny preset, 400 steps, ~15 min on a busy CPU) on 6 synthetic subjects,
+    embed them, match the landmarks of each subject in every other one.
+
+    Measured (seed 0): 128.0 mm mean error vs 172.2 mm for random pairing (n = 642); SAM's own
+    ``evaluate_correspondence`` gives 128.7 mm on the same run, i.e. at this budget SAM itself is the
+    limit, not the miner (the miner picks a maximum of SAM's own similarity map: checked below).
 
     Queries are A's landmarks (so the truth is known); the error is the distance from the match to the
     same landmark of B, against a random foreground voxel of B (``random`` pairing).
@@ -221,7 +226,8 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
     import nibabel as nib
 
     from anatssl.anatomy.cache import EmbeddingCache, embed_dataset, load_preprocessed
-    from anatssl.anatomy.pairing import _FineIndex, refine_to_voxel
+    from anatssl.anatomy.matching import iter_similarity
+    from anatssl.anatomy.pairing import _FineIndex, query_vectors, refine_to_voxel, snap_to_cells
     from anatssl.config.pretrain import load_pretrain_config
     from anatssl.data.synthetic import make_subject
     from anatssl.engine.trainer import pretrain
@@ -229,12 +235,12 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     landmarks = {}
-    for i in range(4):
-        s = make_subject(i, size=64)
+    for i in range(6):
+        s = make_subject(i)  # the default phantom: 96^3 at 4 mm
         path = data / f"case_{i}.nii.gz"
         nib.save(nib.Nifti1Image(s.image_hu.astype(np.int16), s.affine), str(path))
         landmarks[str(path)] = {k: np.asarray(v) for k, v in s.landmarks.items()}
-    sam_cfg = load_pretrain_config("sam", "tiny", None, ["train.max_steps=150", "train.progress=false",
+    sam_cfg = load_pretrain_config("sam", "tiny", None, ["train.max_steps=400", "train.progress=false",
                                                          "train.tensorboard=false"])
     pretrain(sam_cfg, str(data), tmp_path / "sam")
     embed_dataset(tmp_path / "sam", data, tmp_path / "emb", progress=False)
@@ -243,7 +249,7 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
     vols = {p: load_preprocessed(p, alice_data) for p in landmarks}
     miner = PairMiner(border_margin=0)
     rng = np.random.default_rng(0)
-    sam_err, rnd_err = [], []
+    sam_err, rnd_err, gap = [], [], []
     paths = sorted(vols)
     for pa in paths:
         for pb in paths:
@@ -256,19 +262,22 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
             for name, lm_a in landmarks[pa].items():
                 if name not in landmarks[pb]:
                     continue
-                p = np.rint(va.world_to_voxel(lm_a)).astype(np.int64)
+                p = snap_to_cells(va, ea, np.rint(va.world_to_voxel(lm_a)).astype(np.int64)[None])[0]
                 q_true = vb.world_to_voxel(landmarks[pb][name])
                 inside = all(0 <= v < s for v, s in zip(p, va.spatial_shape))
                 if not inside or not all(0 <= v < s for v, s in zip(q_true, vb.spatial_shape)):
                     continue
-                fq = sample_embedding(ea.fine, voxel_to_grid(va, ea.fine_affine, p[None]))
-                cq = sample_embedding(ea.coarse, voxel_to_grid(va, ea.coarse_affine, p[None]))
+                fq, cq = query_vectors(va, ea, p[None])
                 sim = index.similarity(fq, cq)[:, 0]
                 q, _ = refine_to_voxel(sim, int(sim.argmax()), vb, eb)
+                # SAM's own similarity map for the same query: our pick is (one of) its maxima
+                theirs = next(iter_similarity(ea, eb, va.voxel_to_world(p)[None].astype(np.float64)))[0]
+                gap.append(float(theirs.max()) - float(theirs[int(sim.argmax())]))
                 sam_err.append(np.linalg.norm(vb.voxel_to_world(q) - landmarks[pb][name]))
                 r = fg_b[rng.integers(len(fg_b))]
                 rnd_err.append(np.linalg.norm(vb.voxel_to_world(r) - landmarks[pb][name]))
     assert len(sam_err) >= 20
     print(f"trained SAM: mean landmark error {np.mean(sam_err):.1f} mm "
           f"(random pairing {np.mean(rnd_err):.1f} mm, n = {len(sam_err)})")
-    assert np.mean(sam_err) < 0.5 * np.mean(rnd_err)
+    assert np.max(gap) < 1e-3  # the same maximum as SAM's matching (float16 maps: ~1e-4 apart)
+    assert np.mean(sam_err) < 0.8 * np.mean(rnd_err)
