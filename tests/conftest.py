@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # shared helper modules (engine_
 
 from engine_fixtures import MemorySource
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(1)  # small tensors: one thread is faster than two on a shared 2-core machine
 
 
 @pytest.fixture

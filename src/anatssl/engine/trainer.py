@@ -248,6 +248,9 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             prefetch_factor=2 if nw > 0 else None,
+            # its own generator: creating the iterator must not draw from the global torch RNG,
+            # which a resume has just restored (dropout / drop-path would otherwise shift)
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
 
     def _step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, float]:
