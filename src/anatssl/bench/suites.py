@@ -68,15 +68,15 @@ SUITES: dict[str, Suite] = {
     ),
     "synthetic-small": Suite(
         name="synthetic-small",
-        description="the README comparison at CPU scale: Swin-UNETR (feature_size 12) pretrained 100 steps "
-        "(batch 1, 64^3 crops) per method on 20 synthetic torsos (96^3), fine-tuned 50 steps (one 64^3 crop "
-        "per step) with 2 and 8 labelled volumes, seeds 0 and 1, scored on 4 held-out volumes",
+        description="the README comparison at CPU scale: the conv backbone (feature_size 12) pretrained 60 "
+        "steps (batch 1, 64^3 crops) per method on 16 synthetic torsos (96^3), fine-tuned 50 steps (one 64^3 "
+        "crop per step) with 2 and 6 labelled volumes, seeds 0 and 1, scored on 4 held-out volumes",
         methods=("swinssl", "simmim", "s2dc", "alice"),
         seeds=(0, 1),
-        labeled=(2, 8),
-        data={"n": 20, "size": 96, "seed": 0},
-        model=("model.backbone=swin", "model.feature_size=12"),
-        pretrain=("train.max_steps=100", "train.batch_size=1", "train.ckpt_every=50", "train.log_every=5"),
+        labeled=(2, 6),
+        data={"n": 16, "size": 96, "seed": 0},
+        model=("model.backbone=conv", "model.feature_size=12"),
+        pretrain=("train.max_steps=60", "train.batch_size=1", "train.ckpt_every=20", "train.log_every=2"),
         finetune=(
             "train.max_steps=50",
             "train.batch_size=1",
@@ -90,7 +90,7 @@ SUITES: dict[str, Suite] = {
         method_overrides={
             "swinssl": ("swinssl.crop_size=[64,64,64]",),
             "simmim": ("simmim.crop_size=[64,64,64]",),
-            "alice": ("alice.sam_steps=100",),
+            "alice": ("alice.sam_steps=60",),
         },
     ),
 }
