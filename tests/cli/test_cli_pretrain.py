@@ -113,3 +113,10 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert e.value.code == 0
         out = capsys.readouterr().out
         assert "usage: anatssl" in out and len(out) > 200, name
+
+
+def test_benchmark_cli_rejects_bad_seed_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["benchmark", "--suite", "smoke", "--out", str(tmp_path / "b"), "--seeds", "zero"])
+    assert code == 2 and "--seeds / --labeled take comma-separated integers" in capsys.readouterr().err
+    code = main(["benchmark", "--suite", "smoke", "--out", str(tmp_path / "b"), "--methods", "mae"])
+    assert code == 2 and "not in suite 'smoke'" in capsys.readouterr().err

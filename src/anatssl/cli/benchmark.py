@@ -40,6 +40,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, choices=sorted(SUITES), help="which suite (see below)")
     p.add_argument("--out", required=True, help="benchmark directory (created; reuse it to resume)")
     p.add_argument("--methods", help="comma-separated subset of the suite's methods (default: all)")
+    p.add_argument("--seeds", help="comma-separated seeds overriding the suite's (e.g. 0 for a first look)")
+    p.add_argument("--labeled", help="comma-separated labelled-volume counts overriding the suite's")
     p.add_argument(
         "--data", help="use this labelled dataset.json instead of generating the suite's synthetic data"
     )
