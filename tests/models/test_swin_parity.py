@@ -145,11 +145,15 @@ def test_plan_masks_match_monai_compute_mask(dims: tuple[int, int, int], shifted
     ours = ours.view(plan.num_windows, plan.tokens)
     seen = 0
     for grp in plan.groups:
+        inv = torch.argsort(grp.perm) if grp.perm is not None else torch.arange(plan.tokens)
         for w in range(grp.start, grp.stop):
-            match = (monai_windows == ours[w]).all(dim=1).nonzero().flatten()
+            tokens = ours[w][inv]  # back to MONAI's token order
+            assert (tokens[: grp.real] > 0).all() if grp.perm is None else (ours[w][: grp.real] > 0).all()
+            assert int((tokens > 0).sum()) == grp.real
+            match = (monai_windows == tokens).all(dim=1).nonzero().flatten()
             assert match.numel() == 1
             expected = monai_mask[int(match) % nw]
-            got = grp.pattern if grp.pattern is not None else torch.zeros_like(expected)
+            got = grp.pattern[inv][:, inv] if grp.pattern is not None else torch.zeros_like(expected)
             assert torch.equal(got, expected)
             seen += 1
     assert seen == plan.num_windows
@@ -157,10 +161,14 @@ def test_plan_masks_match_monai_compute_mask(dims: tuple[int, int, int], shifted
     assert torch.equal(plan.gather[plan.scatter], torch.arange(2 * length))
 
 
-def test_window_attention_function_gradcheck() -> None:
-    """Hand-written backward (incl. the bias gradient) against finite differences, in float64."""
+@pytest.mark.parametrize("dims", [(6, 6, 4), (5, 4, 3)], ids=["no-padding", "padding"])
+def test_window_attention_function_gradcheck(dims: tuple[int, int, int]) -> None:
+    """Hand-written backward (incl. the bias gradient) against finite differences, in float64; with
+    padding, padded query rows are skipped (their outputs are 0 and get no gradient)."""
     torch.manual_seed(0)
-    plan = build_plan(1, (6, 6, 4), (3, 3, 2), (1, 1, 1), torch.device("cpu"))
+    plan = build_plan(1, dims, (3, 3, 2), (1, 1, 1), torch.device("cpu"))
+    if dims == (5, 4, 3):
+        assert any(g.real < plan.tokens for g in plan.groups)
     heads, d = 2, 3
     qkv = torch.randn(plan.num_windows * plan.tokens, 3 * heads * d, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(heads, plan.tokens, plan.tokens, dtype=torch.float64, requires_grad=True)

@@ -43,6 +43,12 @@ class MaskGroup:
     stop: int
     pattern: torch.Tensor | None
     """(N, N) float additive mask (0 / -100) or None where all tokens of a window share a region."""
+    perm: torch.Tensor | None = None
+    """(N,) order of the window's tokens in the rows (real tokens first, padding last), None = MONAI's;
+    ``pattern`` is already in this order, the relative-position bias is permuted with it."""
+    real: int = 0
+    """Number of real (non-padding) tokens per window: only these query rows are computed (the
+    padding rows' outputs are discarded by the reverse gather; they still serve as keys, as in MONAI)."""
 
 
 @dataclass
@@ -110,10 +116,12 @@ def build_plan(batch: int, dims: tuple[int, int, int], ws: tuple[int, ...], ss: 
 
     if any(s > 0 for s in ss):
         labels = _partition(_region_labels(padded, ws, ss), ws)  # (nW, N)
-        same = labels[:, :, None] == labels[:, None, :]  # (nW, N, N)
-        patterns, group_of = torch.unique(same.view(nw, -1), dim=0, return_inverse=True)
+        same = (labels[:, :, None] == labels[:, None, :]).view(nw, -1)  # (nW, N*N)
     else:
-        patterns, group_of = torch.ones(1, n * n, dtype=torch.bool), torch.zeros(nw, dtype=torch.int64)
+        same = torch.ones(nw, n * n, dtype=torch.bool)
+    # a group = one shift-mask pattern and one set of padding positions
+    keys, group_of = torch.unique(torch.cat([same, src < 0], dim=1), dim=0, return_inverse=True)
+    patterns, pads = keys[:, : n * n], keys[:, n * n :]
 
     length = dims[0] * dims[1] * dims[2]
     rows, groups, start = [], [], 0
@@ -121,13 +129,17 @@ def build_plan(batch: int, dims: tuple[int, int, int], ws: tuple[int, ...], ss: 
         members = torch.nonzero(group_of == g).flatten()
         if members.numel() == 0:
             continue
-        block = src[members]  # (n_g, N)
+        is_pad = pads[g]
+        perm = torch.argsort(is_pad.to(torch.int8), stable=True)  # real tokens first, in MONAI's order
+        identity = bool((perm == torch.arange(n)).all())
+        block = src[members][:, perm]  # (n_g, N)
         per_batch = [torch.where(block >= 0, block + b * length, -1) for b in range(batch)]
         rows.append(torch.stack(per_batch).flatten())
         stop = start + batch * members.numel()
-        pat = patterns[g].view(n, n)
+        pat = patterns[g].view(n, n)[perm][:, perm]
         pattern = None if bool(pat.all()) else torch.zeros(n, n).masked_fill(~pat, -100.0).to(device)
-        groups.append(MaskGroup(start, stop, pattern))
+        groups.append(MaskGroup(start, stop, pattern, None if identity else perm.to(device),
+                                int((~is_pad).sum())))
         start = stop
     gather = torch.cat(rows)
     pad = gather < 0
@@ -205,19 +217,28 @@ def _split_heads(qkv: torch.Tensor, plan: WindowPlan, num_heads: int, scale: flo
     )
 
 
+def group_mask(bias: torch.Tensor, grp: MaskGroup) -> torch.Tensor:
+    """(H, N, N) relative-position bias -> the group's additive mask in its row order."""
+    mask = bias if grp.perm is None else bias[:, grp.perm][:, :, grp.perm]
+    return mask if grp.pattern is None else mask + grp.pattern.to(bias.dtype)
+
+
 def _chunks(plan: WindowPlan, bias: torch.Tensor, num_heads: int, itemsize: int
-            ) -> list[tuple[int, int, torch.Tensor]]:
-    """(row start, row stop, (rows, N, N) additive mask) over the (Bw*H) batch, by mask group."""
+            ) -> list[tuple[MaskGroup, list[tuple[int, int, torch.Tensor]]]]:
+    """Per mask group: (row start, row stop, (rows, R, N) additive mask) over the (Bw*H) batch, where
+    R = the group's real query tokens."""
     n = plan.tokens
     chunk = _chunk(num_heads, n, itemsize)
     out = []
     for grp in plan.groups:
-        mask = bias if grp.pattern is None else bias + grp.pattern.to(bias.dtype)
+        mask = group_mask(bias, grp)[:, : grp.real]
         rows = min(chunk, grp.stop - grp.start) * num_heads
-        rep = mask.repeat(rows // num_heads, 1, 1)  # (rows, N, N): baddbmm's additive input
+        rep = mask.repeat(rows // num_heads, 1, 1)  # (rows, R, N): baddbmm's additive input
+        spans = []
         for s in range(grp.start * num_heads, grp.stop * num_heads, rows):
             e = min(s + rows, grp.stop * num_heads)
-            out.append((s, e, rep[: e - s]))
+            spans.append((s, e, rep[: e - s]))
+        out.append((grp, spans))
     return out
 
 
@@ -238,10 +259,15 @@ class WindowAttentionFunction(torch.autograd.Function):
                 num_heads: int, scale: float) -> torch.Tensor:
         bw, n = plan.num_windows, plan.tokens
         q, kt, v = _split_heads(qkv, plan, num_heads, scale)
-        out = torch.empty_like(v)
-        for s, e, mask in _chunks(plan, bias, num_heads, qkv.element_size()):
-            p = torch.softmax(torch.baddbmm(mask, q[s:e], kt[s:e]), dim=-1)
-            torch.bmm(p, v[s:e], out=out[s:e])
+        out = torch.zeros_like(v)
+        for grp, spans in _chunks(plan, bias, num_heads, qkv.element_size()):
+            r = grp.real
+            for s, e, mask in spans:
+                p = torch.softmax(torch.baddbmm(mask, q[s:e, :r], kt[s:e]), dim=-1)  # (rows, R, N)
+                if r == n:
+                    torch.bmm(p, v[s:e], out=out[s:e])
+                else:
+                    out[s:e, :r] = torch.bmm(p, v[s:e])
         ctx.save_for_backward(q, kt, v, bias)
         ctx.plan, ctx.num_heads, ctx.scale = plan, num_heads, scale
         return out.view(bw, num_heads, n, -1).transpose(1, 2).reshape(bw * n, -1)
@@ -256,16 +282,30 @@ class WindowAttentionFunction(torch.autograd.Function):
         grads = q.new_empty(3, bw * num_heads, n, d)
         gq, gk, gv = grads.unbind(0)
         grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[1] else None
-        for s, e, mask in _chunks(plan, bias, num_heads, q.element_size()):
-            p = torch.softmax(torch.baddbmm(mask, q[s:e], kt[s:e]), dim=-1)
-            torch.bmm(p.transpose(1, 2), go[s:e], out=gv[s:e])
-            dp = torch.bmm(go[s:e], v[s:e].transpose(1, 2))
-            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # P * (dP - rowsum(dP * P))
-            if grad_bias is not None:
-                grad_bias += ds.view(-1, num_heads, n, n).sum(0)
-            torch.bmm(ds, kt[s:e].transpose(1, 2), out=gq[s:e])
-            gq[s:e].mul_(scale)
-            torch.bmm(ds.transpose(1, 2), q[s:e], out=gk[s:e])  # q is pre-scaled
+        for grp, spans in _chunks(plan, bias, num_heads, q.element_size()):
+            r = grp.real
+            gmask = bias.new_zeros(num_heads, n, n) if grad_bias is not None else None
+            for s, e, mask in spans:
+                p = torch.softmax(torch.baddbmm(mask, q[s:e, :r], kt[s:e]), dim=-1)  # (rows, R, N)
+                gor = go[s:e, :r]
+                torch.bmm(p.transpose(1, 2), gor, out=gv[s:e])
+                dp = torch.bmm(gor, v[s:e].transpose(1, 2))
+                ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # P * (dP - rowsum(dP * P))
+                if gmask is not None:
+                    gmask[:, :r] += ds.view(-1, num_heads, r, n).sum(0)
+                if r == n:
+                    torch.bmm(ds, kt[s:e].transpose(1, 2), out=gq[s:e])
+                else:
+                    gq[s:e, r:] = 0.0  # padding queries: outputs discarded, no gradient
+                    gq[s:e, :r] = torch.bmm(ds, kt[s:e].transpose(1, 2))
+                gq[s:e].mul_(scale)
+                torch.bmm(ds.transpose(1, 2), q[s:e, :r], out=gk[s:e])  # q is pre-scaled
+            if grad_bias is not None and gmask is not None:
+                if grp.perm is None:
+                    grad_bias += gmask
+                else:
+                    inv = torch.argsort(grp.perm)
+                    grad_bias += gmask[:, inv][:, :, inv]
         grad_qkv = grads.view(3, bw, num_heads, n, d).permute(1, 3, 0, 2, 4).reshape(bw * n, -1)
         return grad_qkv, grad_bias, None, None, None
 
@@ -283,7 +323,7 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan, nu
         q, k, v = qkv.view(bw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
         outs = []
         for grp in plan.groups:
-            mask = bias if grp.pattern is None else bias + grp.pattern
+            mask = group_mask(bias, grp)
             sl = slice(grp.start, grp.stop)
             m = mask.to(q.dtype).unsqueeze(0).expand(grp.stop - grp.start, -1, -1, -1)
             outs.append(F.scaled_dot_product_attention(q[sl], k[sl], v[sl], attn_mask=m, scale=scale))
