@@ -12,6 +12,9 @@ Two pieces, both exact re-arrangements of MONAI's arithmetic:
   + reverse roll + crop), and the *mask groups*. A 3D shift mask (nW, N, N) has at most 8 distinct
   patterns (a window is or is not the last one along each axis), so windows are ordered by pattern and
   each group gets one (H, N, N) additive mask ``bias + pattern`` instead of a (B*nW, H, N, N) tensor.
+  Groups also separate windows by their padding positions; within a group the padding tokens are
+  ordered last, so only the real query rows are computed (padding still serves as keys and values,
+  as in MONAI; its query outputs were discarded by MONAI's crop anyway).
 * :class:`WindowAttentionFunction`: ``softmax(scale * q k^T + mask) v`` computed a few windows at a
   time so that the (c, H, N, N) score block stays in cache, saving only ``qkv`` and the output, and
   recomputing the scores in backward (FlashAttention's recomputation idea, Dao et al. 2022,
