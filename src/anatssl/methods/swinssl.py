@@ -9,6 +9,7 @@ that reconstructs the uncorrupted crop (L1). Loss = L_rot + L_contrast + L_inpai
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,8 @@ from anatssl.losses.ntxent import nt_xent
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
 from anatssl.views.swinssl import SwinSSLViews
+
+log = logging.getLogger("anatssl")
 
 
 @dataclass
@@ -69,6 +72,11 @@ class SwinSSL(SSLMethod):
         self.hp = hp
         self.backbone = build_backbone(cfg.model)
         self.backbone.check_input(hp.crop_size, "swinssl.crop_size")
+        if cfg.train.batch_size == 1 and hp.contrast_weight > 0:
+            log.warning(
+                "swinssl with train.batch_size=1: the NT-Xent term has no negatives in the batch and is "
+                "identically 0 on one process; use train.batch_size >= 2 (Tang et al. use 4 per GPU)"
+            )
         c = self.backbone.feature_channels[-1]
         self.rotation_head = nn.Linear(c, 4)
         self.contrastive_head = nn.Linear(c, hp.proj_dim)
