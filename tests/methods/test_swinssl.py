@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import FAST_SWINSSL
 
 from anatssl.config import load_pretrain_config
 from anatssl.data.volume import Volume
@@ -15,6 +14,7 @@ from anatssl.losses.ntxent import nt_xent
 from anatssl.methods import build_method
 from anatssl.views.crops import crop_around, crop_at
 from anatssl.views.swinssl import cutout, rotate_about_z
+from engine_fixtures import FAST_SWINSSL
 
 
 def test_nt_xent_matches_hand_computation() -> None:
@@ -68,7 +68,16 @@ def test_training_step_terms_are_finite_and_backpropagate() -> None:
     out = method.training_step(batch, 0)
     assert set(out) == {"loss", "rot", "contrast", "inpaint"}
     assert all(torch.isfinite(v) for v in out.values())
-    assert out["loss"].item() == pytest.approx((out["rot"] + out["contrast"] + out["inpaint"]).item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(
+        (out["rot"] + out["contrast"] + out["inpaint"]).item(), rel=1e-6
+    )
     assert out["contrast"].item() > 0  # two volumes: each pair has negatives
     out["loss"].backward()
-    assert all(p.grad is not None for p in method.parameters())
+    for name, p in method.named_parameters():
+        if not name.startswith("backbone."):
+            assert p.grad is not None, name  # heads
+    enc = torch.autograd.grad(
+        method.backbone.encode(batch["x1"])[-1].sum(), list(method.backbone.parameters()), allow_unused=True
+    )
+    used = [p for p, g in zip(method.backbone.parameters(), enc) if g is not None]
+    assert used and all(p.grad is not None for p in used)  # every encoder weight is trained
