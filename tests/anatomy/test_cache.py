@@ -84,7 +84,7 @@ def test_other_geometry(setup: tuple[Path, Path, list[Path]], tmp_path: Path) ->
     embed_dataset(run, data, out, progress=False)
     vol = load_preprocessed(scans[0], load_pretrain_config("sam", "tiny").data)
     vol.affine = vol.affine.copy()
-    vol.affine[:3, 3] += [0.0, 0.0, 30.0]  # the scan moved by 30 mm
+    vol.affine[:3, 3] += [0.0, 0.0, 60.0]  # the scan moved by 60 mm
     with pytest.raises(DataError, match="of another geometry"):
         EmbeddingCache(out).get(scans[0], volume=vol)
     # an entry whose arrays disagree with its recorded grid
