@@ -84,11 +84,15 @@ def test_export_encoder_only_and_conv_refused_for_monai(tmp_path: Path) -> None:
 
 def test_tang_style_module_prefix_maps_onto_swinvit(tmp_path: Path) -> None:
     src = _seg()
-    tang = {
-        "module." + k[len("swinViT.") :]: v.clone()
+    tang = {  # Tang et al.'s names: DDP prefix, no swinViT., MLP as fc1 / fc2
+        "module."
+        + k[len("swinViT.") :]
+        .replace(".mlp.linear1.", ".mlp.fc1.")
+        .replace(".mlp.linear2.", ".mlp.fc2."): v.clone()
         for k, v in src.state_dict().items()
         if k.startswith("swinViT.")
     }
+    assert any(".mlp.fc1." in k for k in tang)
     tang["module.rotation_head.weight"] = torch.zeros(4, 3)  # SSL heads: unexpected, ignored
     torch.save({"state_dict": tang, "epoch": 10}, tmp_path / "model_swinvit.pt")
     init = resolve_init(str(tmp_path / "model_swinvit.pt"))
@@ -99,8 +103,8 @@ def test_tang_style_module_prefix_maps_onto_swinvit(tmp_path: Path) -> None:
     assert len(rep.loaded) == n_vit and rep.renamed == n_vit
     assert rep.unexpected == ["module.rotation_head.weight"]
     assert rep.missing and all(k.startswith(("encoder", "decoder")) for k in rep.missing)
-    k = "swinViT.layers1.0.blocks.0.attn.qkv.weight"
-    assert torch.equal(dst.state_dict()[k], src.state_dict()[k])
+    for k in ("swinViT.layers1.0.blocks.0.attn.qkv.weight", "swinViT.layers2.0.blocks.1.mlp.linear1.weight"):
+        assert torch.equal(dst.state_dict()[k], src.state_dict()[k])
 
 
 def test_encoder_prefix_naming(tmp_path: Path) -> None:

@@ -224,6 +224,12 @@ def _candidates(key: str) -> Iterable[str]:
         if k.startswith("encoder."):
             yield "swinViT." + k[len("encoder.") :]
         yield "swinViT." + k
+    # Tang et al.'s model_swinvit.pt names the block MLP ``mlp.fc1`` / ``mlp.fc2``; MONAI (and we) use
+    # ``mlp.linear1`` / ``mlp.linear2`` (MONAI's SwinTransformerBlock.load_from does the same copy)
+    if ".mlp.fc" in stripped:
+        renamed_mlp = stripped.replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
+        yield renamed_mlp
+        yield "swinViT." + renamed_mlp
 
 
 def map_state_dict(
