@@ -47,9 +47,12 @@ def worker(spec: dict) -> dict:
     opt = torch.optim.AdamW(groups, lr=1e-4)
     b, s = cfg.train.batch_size, cfg.params.crop_size
     g = torch.Generator().manual_seed(0)
-    batch = {"q": torch.rand(b, 1, s, s, s, generator=g), "k": torch.rand(b, 1, s, s, s, generator=g),
-             "q_mask": torch.rand(b, s, s, s, generator=g) > 0.75,
-             "k_mask": torch.rand(b, s, s, s, generator=g) > 0.75}
+    batch = {
+        "q": torch.rand(b, 1, s, s, s, generator=g),
+        "k": torch.rand(b, 1, s, s, s, generator=g),
+        "q_mask": torch.rand(b, s, s, s, generator=g) > 0.75,
+        "k_mask": torch.rand(b, s, s, s, generator=g) > 0.75,
+    }
     batch = {k: v.to(dev) for k, v in batch.items()}
     amp = cfg.train.amp if dev.type == "cuda" else "none"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -82,25 +85,39 @@ def worker(spec: dict) -> dict:
     else:
         peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0)
     n_params = sum(p.numel() for p in method.parameters() if p.requires_grad)
-    return {"preset": spec["preset"], "overrides": spec["overrides"], "device": str(dev), "amp": amp,
-            "batch": b, "crop": s, "trainable_params": n_params, "step_s_median": statistics.median(times),
-            "step_s_all": times, "peak_mem_mib": peak / 2**20,
-            "peak_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "RSS growth during steps"}
+    return {
+        "preset": spec["preset"],
+        "overrides": spec["overrides"],
+        "device": str(dev),
+        "amp": amp,
+        "batch": b,
+        "crop": s,
+        "trainable_params": n_params,
+        "step_s_median": statistics.median(times),
+        "step_s_all": times,
+        "peak_mem_mib": peak / 2**20,
+        "peak_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "RSS growth during steps",
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "base"])
-    ap.add_argument("--casa-targets", nargs="+", default=["teacher_decoder"],
-                    help="teacher_decoder (default, shared CASA) and/or teacher_encoder (EMA copy of CASA)")
+    ap.add_argument(
+        "--casa-targets",
+        nargs="+",
+        default=["teacher_decoder"],
+        help="teacher_decoder (default, shared CASA) and/or teacher_encoder (EMA copy of CASA)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="extra config overrides")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: tiny preset, conv backbone, 32^3, 1 step")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny preset, conv backbone, 32^3, 1 step"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -113,22 +130,35 @@ def main() -> None:
     rows = []
     for preset in args.presets:
         for target in args.casa_targets:
-            spec = {"preset": preset, "overrides": [f"alice.casa_target={target}", *extra],
-                    "device": args.device, "steps": args.steps, "warmup": args.warmup,
-                    "threads": args.threads}
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                                  capture_output=True, text=True, check=False)
+            spec = {
+                "preset": preset,
+                "overrides": [f"alice.casa_target={target}", *extra],
+                "device": args.device,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "threads": args.threads,
+            }
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(f"{preset} {target}: failed\n{proc.stderr[-2000:]}")
                 continue
             rows.append(json.loads(line[0][7:]))
-    print(f"{'preset':>6} {'casa_target':>16} {'device':>6} {'batch':>5} {'crop':>4} {'params M':>8} "
-          f"{'step s':>7} {'peak MiB':>9}")
+    print(
+        f"{'preset':>6} {'casa_target':>16} {'device':>6} {'batch':>5} {'crop':>4} {'params M':>8} "
+        f"{'step s':>7} {'peak MiB':>9}"
+    )
     for r in rows:
         target = r["overrides"][0].split("=", 1)[1]
-        print(f"{r['preset']:>6} {target:>16} {r['device']:>6} {r['batch']:>5} {r['crop']:>4} "
-              f"{r['trainable_params'] / 1e6:>8.2f} {r['step_s_median']:>7.3f} {r['peak_mem_mib']:>9.0f}")
+        print(
+            f"{r['preset']:>6} {target:>16} {r['device']:>6} {r['batch']:>5} {r['crop']:>4} "
+            f"{r['trainable_params'] / 1e6:>8.2f} {r['step_s_median']:>7.3f} {r['peak_mem_mib']:>9.0f}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"rows": rows}, indent=1))

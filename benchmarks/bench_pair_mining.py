@@ -44,12 +44,20 @@ def _grid_affine(vol_affine: np.ndarray, stride: int) -> np.ndarray:
     return vol_affine @ m
 
 
-def make_pair(size: int, spacing: float = 2.0, dim: int = 128, fine_stride: int = 2, coarse_stride: int = 16,
-              seed: int = 0) -> tuple[tuple[Volume, EmbeddingMap], tuple[Volume, EmbeddingMap], object]:
+def make_pair(
+    size: int,
+    spacing: float = 2.0,
+    dim: int = 128,
+    fine_stride: int = 2,
+    coarse_stride: int = 16,
+    seed: int = 0,
+) -> tuple[tuple[Volume, EmbeddingMap], tuple[Volume, EmbeddingMap], object]:
     """Two ``size^3`` scans whose anatomies differ by a scale and a shift; returns them and ``B <- A`` map."""
     rng = np.random.default_rng(seed)
-    feats = [(rng.normal(0, 1 / 6.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2)),
-             (rng.normal(0, 1 / 30.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2))]
+    feats = [
+        (rng.normal(0, 1 / 6.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2)),
+        (rng.normal(0, 1 / 30.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2)),
+    ]
     fov = size * spacing
     centre = np.full(3, fov / 2)
     out = []
@@ -78,8 +86,9 @@ def make_pair(size: int, spacing: float = 2.0, dim: int = 128, fine_stride: int 
 
 
 # -- the straightforward way -----------------------------------------------------------------------------
-def naive_mine(vol_a: Volume, emb_a: EmbeddingMap, vol_b: Volume, emb_b: EmbeddingMap, cand: np.ndarray,
-               threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def naive_mine(
+    vol_a: Volume, emb_a: EmbeddingMap, vol_b: Volume, emb_b: EmbeddingMap, cand: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One query at a time, similarity upsampled to B's full voxel grid (as the public code)."""
     fine_b = torch.from_numpy(emb_b.fine.astype(np.float32))
     coarse_b = torch.from_numpy(emb_b.coarse.astype(np.float32))
@@ -90,8 +99,13 @@ def naive_mine(vol_a: Volume, emb_a: EmbeddingMap, vol_b: Volume, emb_b: Embeddi
         fq, cq = torch.from_numpy(fqa)[0], torch.from_numpy(cqa)[0]
         sf = torch.einsum("dxyz,d->xyz", fine_b, fq)[None, None]
         sc = torch.einsum("dxyz,d->xyz", coarse_b, cq)[None, None]
-        sim = 0.5 * (F.interpolate(sf, size=shape, mode="trilinear", align_corners=False)
-                     + F.interpolate(sc, size=shape, mode="trilinear", align_corners=False))[0, 0]
+        sim = (
+            0.5
+            * (
+                F.interpolate(sf, size=shape, mode="trilinear", align_corners=False)
+                + F.interpolate(sc, size=shape, mode="trilinear", align_corners=False)
+            )[0, 0]
+        )
         score, flat = sim.flatten().max(0)
         if float(score) > best[0]:
             best = (float(score), p, np.array(np.unravel_index(int(flat), shape)))
@@ -127,11 +141,16 @@ def run(size: int, pairs: int, threshold: float, chunk: int) -> dict[str, float]
         dist.append(np.linalg.norm(vb.voxel_to_world(q_naive) - vb.voxel_to_world(q_ours)))
     agree = float(np.mean(dist))
     return {
-        "size": size, "threshold": threshold, "pairs": pairs, "chunk": chunk,
-        "ours_pairs_per_s": pairs / t_ours, "naive_pairs_per_s": pairs / t_naive,
+        "size": size,
+        "threshold": threshold,
+        "pairs": pairs,
+        "chunk": chunk,
+        "ours_pairs_per_s": pairs / t_ours,
+        "naive_pairs_per_s": pairs / t_naive,
         "speedup": t_naive / t_ours,
         "ours_mean_tries": float(np.mean([r.tries for r in ours])),
-        "ours_error_mm": float(np.mean(err_ours)), "naive_error_mm": float(np.mean(err_naive)),
+        "ours_error_mm": float(np.mean(err_ours)),
+        "naive_error_mm": float(np.mean(err_naive)),
         "same_query_match_distance_mm": agree,
     }
 
@@ -150,14 +169,18 @@ def main() -> None:
     if args.quick:
         args.sizes, args.pairs = [48], 2
     rows = [run(s, args.pairs, t, args.chunk) for s in args.sizes for t in args.thresholds]
-    hdr = f"{'size':>5} {'thr':>4} {'ours pairs/s':>12} {'naive pairs/s':>13} {'speedup':>8} {'tries':>6} " \
-          f"{'err ours':>9} {'err naive':>9} {'ours-naive':>10}"
+    hdr = (
+        f"{'size':>5} {'thr':>4} {'ours pairs/s':>12} {'naive pairs/s':>13} {'speedup':>8} {'tries':>6} "
+        f"{'err ours':>9} {'err naive':>9} {'ours-naive':>10}"
+    )
     print(hdr)
     for r in rows:
-        print(f"{r['size']:>5} {r['threshold']:>4} {r['ours_pairs_per_s']:>12.2f} "
-              f"{r['naive_pairs_per_s']:>13.2f} {r['speedup']:>8.1f} {r['ours_mean_tries']:>6.1f} "
-              f"{r['ours_error_mm']:>9.2f} "
-              f"{r['naive_error_mm']:>9.2f} {r['same_query_match_distance_mm']:>10.2f}")
+        print(
+            f"{r['size']:>5} {r['threshold']:>4} {r['ours_pairs_per_s']:>12.2f} "
+            f"{r['naive_pairs_per_s']:>13.2f} {r['speedup']:>8.1f} {r['ours_mean_tries']:>6.1f} "
+            f"{r['ours_error_mm']:>9.2f} "
+            f"{r['naive_error_mm']:>9.2f} {r['same_query_match_distance_mm']:>10.2f}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1))

@@ -34,8 +34,16 @@ from anatssl.data.volume import Volume
 from anatssl.engine.data import collate
 from anatssl.methods import build_method
 
-QUICK = ["model.backbone=conv", "model.feature_size=4", "s2dc.crop=32", "s2dc.token_stage=3",
-         "s2dc.patch_hidden=32", "s2dc.patch_dim=16", "s2dc.global_hidden=32", "s2dc.global_dim=16"]
+QUICK = [
+    "model.backbone=conv",
+    "model.feature_size=4",
+    "s2dc.crop=32",
+    "s2dc.token_stage=3",
+    "s2dc.patch_hidden=32",
+    "s2dc.patch_dim=16",
+    "s2dc.global_hidden=32",
+    "s2dc.global_dim=16",
+]
 
 
 def _peak_rss() -> int:
@@ -47,8 +55,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench(preset: str, overrides: list[str], device: torch.device, amp: str, warmup: int, steps: int,
-          batch_size: int | None) -> dict[str, Any]:
+def bench(
+    preset: str,
+    overrides: list[str],
+    device: torch.device,
+    amp: str,
+    warmup: int,
+    steps: int,
+    batch_size: int | None,
+) -> dict[str, Any]:
     cfg = load_pretrain_config("s2dc", preset, overrides=overrides)
     torch.manual_seed(0)
     method = build_method(cfg).to(device)
@@ -85,12 +100,20 @@ def bench(preset: str, overrides: list[str], device: torch.device, amp: str, war
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss() - rss0
     return {
-        "preset": preset, "overrides": overrides, "device": str(device), "amp": amp, "batch_volumes": b,
-        "grid": hp.grid, "crop": hp.crop, "token_stage": hp.token_stage,
+        "preset": preset,
+        "overrides": overrides,
+        "device": str(device),
+        "amp": amp,
+        "batch_volumes": b,
+        "grid": hp.grid,
+        "crop": hp.crop,
+        "token_stage": hp.token_stage,
         "backbone": f"{cfg.model.backbone} fs{cfg.model.feature_size}",
-        "step_s": statistics.median(times), "peak_mem_gib": peak / 2**30,
+        "step_s": statistics.median(times),
+        "peak_mem_gib": peak / 2**30,
         "peak_mem_kind": "cuda max_memory_allocated" if device.type == "cuda" else "max RSS growth",
-        "views_s_per_volume": view_s, "last_loss": loss,
+        "views_s_per_volume": view_s,
+        "last_loss": loss,
     }
 
 

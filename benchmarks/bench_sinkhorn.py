@@ -53,8 +53,9 @@ def _time(fn: Any, device: torch.device, warmup: int, reps: int) -> float:
     return statistics.median(times)
 
 
-def run_case(name: str, layers: int, n: int, iters: int, device: torch.device, warmup: int, reps: int,
-             with_pot: bool) -> dict[str, Any]:
+def run_case(
+    name: str, layers: int, n: int, iters: int, device: torch.device, warmup: int, reps: int, with_pot: bool
+) -> dict[str, Any]:
     torch.manual_seed(0)
     z = torch.nn.functional.normalize(torch.randn(layers, n, 64, device=device), dim=-1)
     scores = (z @ z.transpose(1, 2) / 0.07).contiguous()
@@ -99,8 +100,10 @@ def run_case(name: str, layers: int, n: int, iters: int, device: torch.device, w
             aug[:, :, n] = 1.0
 
             def pot() -> list[Any]:
-                return [ot.sinkhorn(a, b, -aug[i], reg=1.0, method="sinkhorn_log", numItermax=iters,
-                                    stopThr=0.0) for i in range(layers)]
+                return [
+                    ot.sinkhorn(a, b, -aug[i], reg=1.0, method="sinkhorn_log", numItermax=iters, stopThr=0.0)
+                    for i in range(layers)
+                ]
 
             row["pot_fwd_ms"] = 1e3 * _time(pot, torch.device("cpu"), warmup, reps)
             plans = torch.stack([torch.as_tensor(p) for p in pot()])

@@ -117,10 +117,20 @@ def child(args: argparse.Namespace) -> dict[str, object]:
 CATEGORIES = {
     "attention GEMMs (bmm, baddbmm)": ("aten::bmm", "aten::baddbmm"),
     "softmax fwd/bwd": ("aten::_softmax", "aten::_softmax_backward_data"),
-    "Linear / conv GEMMs (mm, addmm, conv)": ("aten::mm", "aten::addmm", "aten::mkldnn_convolution",
-                                              "aten::convolution_backward"),
-    "copies (copy_, index_select, cat, pad)": ("aten::copy_", "aten::index_select", "aten::cat",
-                                               "aten::constant_pad_nd", "aten::roll", "aten::clone"),
+    "Linear / conv GEMMs (mm, addmm, conv)": (
+        "aten::mm",
+        "aten::addmm",
+        "aten::mkldnn_convolution",
+        "aten::convolution_backward",
+    ),
+    "copies (copy_, index_select, cat, pad)": (
+        "aten::copy_",
+        "aten::index_select",
+        "aten::cat",
+        "aten::constant_pad_nd",
+        "aten::roll",
+        "aten::clone",
+    ),
 }
 
 
@@ -141,17 +151,23 @@ def profile(args: argparse.Namespace) -> None:
             _loss(model, net(x), target).backward()
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
-        print(f"\n{impl}: {model}, fs {fs}, {crop}^3, batch {args.batch}, {args.threads} threads: "
-              f"{total / 1e6:.2f} s self CPU (forward + backward)")
+        print(
+            f"\n{impl}: {model}, fs {fs}, {crop}^3, batch {args.batch}, {args.threads} threads: "
+            f"{total / 1e6:.2f} s self CPU (forward + backward)"
+        )
         seen = 0.0
         for name, ops in CATEGORIES.items():
             t = sum(e.self_cpu_time_total for e in events if e.key in ops)
             seen += t
             print(f"  {name:42s} {t / 1e6:7.2f} s  {100 * t / total:5.1f}%")
-        rest = sorted((e for e in events if not any(e.key in ops for ops in CATEGORIES.values())),
-                      key=lambda e: -e.self_cpu_time_total)[:6]
-        print(f"  {'everything else':42s} {(total - seen) / 1e6:7.2f} s  {100 * (total - seen) / total:5.1f}%"
-              f"  (top: {', '.join(f'{e.key} {e.self_cpu_time_total / 1e6:.2f}' for e in rest)})")
+        rest = sorted(
+            (e for e in events if not any(e.key in ops for ops in CATEGORIES.values())),
+            key=lambda e: -e.self_cpu_time_total,
+        )[:6]
+        print(
+            f"  {'everything else':42s} {(total - seen) / 1e6:7.2f} s  {100 * (total - seen) / total:5.1f}%"
+            f"  (top: {', '.join(f'{e.key} {e.self_cpu_time_total / 1e6:.2f}' for e in rest)})"
+        )
         del net
 
 
@@ -167,9 +183,27 @@ def matmul_peak(threads: int, n: int = 4096, reps: int = 5) -> float:
 
 
 def run_child(args: argparse.Namespace, model: str, impl: str, fs: int, crop: int, flops: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--model", model, "--impl", impl, "--fs", str(fs),
-           "--crop", str(crop), "--batch", str(args.batch), "--threads", str(args.threads),
-           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--model",
+        model,
+        "--impl",
+        impl,
+        "--fs",
+        str(fs),
+        "--crop",
+        str(crop),
+        "--batch",
+        str(args.batch),
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     if flops:
         cmd.append("--count-flops")
     if args.amp != "none":
@@ -198,25 +232,42 @@ def _best(runs: list[dict]) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--feature-sizes", type=int, nargs="+", default=[12, 24, 48],
-                   help="SwinUNETR feature sizes")
+    p.add_argument(
+        "--feature-sizes", type=int, nargs="+", default=[12, 24, 48], help="SwinUNETR feature sizes"
+    )
     p.add_argument("--crops", type=int, nargs="+", default=[64, 96], help="cubic crop edges (voxels)")
-    p.add_argument("--models", nargs="+", default=["encoder", "unetr"], choices=["encoder", "unetr"],
-                   help="encoder alone, or the whole SwinUNETR (our encoder swapped in for 'ours')")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["encoder", "unetr"],
+        choices=["encoder", "unetr"],
+        help="encoder alone, or the whole SwinUNETR (our encoder swapped in for 'ours')",
+    )
     p.add_argument("--batch", type=int, default=2, help="volumes per step")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every measurement")
     p.add_argument("--steps", type=int, default=3, help="timed training steps (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (plan caches, allocator)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="subprocesses per implementation, alternating MONAI / ours; the fastest is reported "
-                   "(use 2-3 when other work shares the machine)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="subprocesses per implementation, alternating MONAI / ours; the fastest is reported "
+        "(use 2-3 when other work shares the machine)",
+    )
     p.add_argument("--compile", action="store_true", help="also torch.compile our blocks' per-token parts")
-    p.add_argument("--amp", default="none", choices=["none", "bf16"],
-                   help="CPU bf16 autocast for both implementations (timing only; parity is fp32)")
+    p.add_argument(
+        "--amp",
+        default="none",
+        choices=["none", "bf16"],
+        help="CPU bf16 autocast for both implementations (timing only; parity is fp32)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: fs 12, 64^3, batch 1, 1 step")
-    p.add_argument("--profile", action="store_true",
-                   help="instead of the table: time by op category (torch.profiler) for the first "
-                   "model / feature size / crop given, MONAI and ours")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the table: time by op category (torch.profiler) for the first "
+        "model / feature size / crop given, MONAI and ours",
+    )
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     # internal: one measurement per subprocess
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -237,8 +288,10 @@ def main() -> int:
 
     peak = matmul_peak(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, fp32 matmul peak {peak:.1f} GFLOP/s")
-    header = ("| model | fs | crop | MONAI step s | ours step s | speed-up | MONAI peak MB | ours peak MB "
-              "| mem ratio | GFLOP/step | MONAI GFLOP/s (% peak) | ours GFLOP/s (% peak) |")
+    header = (
+        "| model | fs | crop | MONAI step s | ours step s | speed-up | MONAI peak MB | ours peak MB "
+        "| mem ratio | GFLOP/step | MONAI GFLOP/s (% peak) | ours GFLOP/s (% peak) |"
+    )
     print(header)
     print("|---" * 12 + "|")
     rows = []
@@ -252,8 +305,16 @@ def main() -> int:
                         count = impl == "monai" and r == 0
                         runs[impl].append(run_child(args, model, impl, fs, crop, flops=count))
                 ref, ours = _best(runs["monai"]), _best(runs["ours"])
-                row = {"model": model, "fs": fs, "crop": crop, "batch": args.batch, "threads": args.threads,
-                       "matmul_peak_gflops": peak, "monai": ref, "ours": ours}
+                row = {
+                    "model": model,
+                    "fs": fs,
+                    "crop": crop,
+                    "batch": args.batch,
+                    "threads": args.threads,
+                    "matmul_peak_gflops": peak,
+                    "monai": ref,
+                    "ours": ours,
+                }
                 rows.append(row)
                 if "error" in ref or "error" in ours:
                     print(f"| {model} | {fs} | {crop} | {ref.get('error', '')} | {ours.get('error', '')} |")
@@ -261,10 +322,12 @@ def main() -> int:
                 gf = ref["flops"] / 1e9
                 gm, go = gf / ref["step_s"], gf / ours["step_s"]
                 tm, to, mm, mo = ref["step_s"], ours["step_s"], ref["peak_mb"], ours["peak_mb"]
-                print(f"| {model} | {fs} | {crop}^3 | {tm:.2f} | {to:.2f} | {tm / to:.2f}x "
-                      f"| {mm:.0f} | {mo:.0f} | {mo / max(mm, 1e-9):.2f} | {gf:.1f} "
-                      f"| {gm:.1f} ({100 * gm / peak:.1f}%) | {go:.1f} ({100 * go / peak:.1f}%) |",
-                      flush=True)
+                print(
+                    f"| {model} | {fs} | {crop}^3 | {tm:.2f} | {to:.2f} | {tm / to:.2f}x "
+                    f"| {mm:.0f} | {mo:.0f} | {mo / max(mm, 1e-9):.2f} | {gf:.1f} "
+                    f"| {gm:.1f} ({100 * gm / peak:.1f}%) | {go:.1f} ({100 * go / peak:.1f}%) |",
+                    flush=True,
+                )
     peak_end = matmul_peak(args.threads)
     print(f"fp32 matmul peak at the end of the run: {peak_end:.1f} GFLOP/s (start: {peak:.1f})")
     if args.out:

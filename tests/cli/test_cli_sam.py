@@ -42,8 +42,23 @@ def test_embed_then_match(dataset: Path, tmp_path: Path, capsys: pytest.CaptureF
 
     a, b = dataset / "imagesTr" / "case_0.nii.gz", dataset / "imagesTr" / "case_1.nii.gz"
     png = tmp_path / "m.png"
-    rc = main(["match", "--model", str(run), "--a", str(a), "--b", str(b), "--point", "4,-8,12",
-               "--png", str(png), "--embeddings", str(emb)])
+    rc = main(
+        [
+            "match",
+            "--model",
+            str(run),
+            "--a",
+            str(a),
+            "--b",
+            str(b),
+            "--point",
+            "4,-8,12",
+            "--png",
+            str(png),
+            "--embeddings",
+            str(emb),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "match  B: world (" in out and "score" in out
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
@@ -74,8 +89,19 @@ def test_match_errors(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_evaluate_correspondence(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = make_sam_run(tmp_path / "sam")
     out = tmp_path / "eval"
-    rc = main(["evaluate", "correspondence", "--model", str(run), "--data", str(dataset), "--out", str(out),
-               "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "correspondence",
+            "--model",
+            str(run),
+            "--data",
+            str(dataset),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     for k in ("model", "same_voxel", "random_foreground"):
@@ -89,8 +115,24 @@ def test_evaluate_correspondence(dataset: Path, tmp_path: Path, capsys: pytest.C
 def test_evaluate_correspondence_other_method(dataset: Path, tmp_path: Path) -> None:
     swin = make_sam_run(tmp_path / "swin", method="swinssl", **{"model.feature_size": "12"})
     out = tmp_path / "eval"
-    assert main(["evaluate", "correspondence", "--model", str(swin), "--data", str(dataset), "--out",
-                 str(out), "--no-progress", "--max-subjects", "2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "correspondence",
+                "--model",
+                str(swin),
+                "--data",
+                str(dataset),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--max-subjects",
+                "2",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "swinssl" and m["features"] == "decoder" and m["model"]["n"] == 2 * 3
 

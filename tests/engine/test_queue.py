@@ -57,8 +57,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         q = FeatureQueue(size=5, dim=2)
         for step in range(3):  # each rank enqueues 2 keys per step: 4 per step in all, so the queue wraps
             q.enqueue(_rows(100 * rank + 10 * step + 1, 100 * rank + 10 * step + 2))
-        torch.save({"queue": q.queue.clone(), "ptr": int(q.ptr), "count": int(q.count)},
-                   Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            {"queue": q.queue.clone(), "ptr": int(q.ptr), "count": int(q.count)},
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

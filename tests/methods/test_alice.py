@@ -13,14 +13,28 @@ from anatssl.errors import ConfigError
 from anatssl.methods import build_method
 from anatssl.methods.alice import Alice, AliceConfig, teacher_momentum, teacher_temperature
 
-SMALL = {"crop_size": 32, "out_dim": 32, "head_hidden_dim": 32, "head_bottleneck_dim": 16, "casa_heads": 4,
-         "casa_ffn_dim": 32, "pairing": "random", "freeze_last_layer_steps": 0}
+SMALL = {
+    "crop_size": 32,
+    "out_dim": 32,
+    "head_hidden_dim": 32,
+    "head_bottleneck_dim": 16,
+    "casa_heads": 4,
+    "casa_ffn_dim": 32,
+    "pairing": "random",
+    "freeze_last_layer_steps": 0,
+}
 
 
 def _method(max_steps: int = 10, **alice: object) -> Alice:
     torch.manual_seed(0)
-    cfg = build_pretrain_config({"method": "alice", "model": {"backbone": "conv", "feature_size": 4},
-                                 "train": {"max_steps": max_steps}, "alice": {**SMALL, **alice}})
+    cfg = build_pretrain_config(
+        {
+            "method": "alice",
+            "model": {"backbone": "conv", "feature_size": 4},
+            "train": {"max_steps": max_steps},
+            "alice": {**SMALL, **alice},
+        }
+    )
     m = build_method(cfg)
     assert isinstance(m, Alice)
     return m.train()
@@ -28,9 +42,12 @@ def _method(max_steps: int = 10, **alice: object) -> Alice:
 
 def _batch(b: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"q": torch.rand(b, 1, 32, 32, 32, generator=g), "k": torch.rand(b, 1, 32, 32, 32, generator=g),
-            "q_mask": torch.rand(b, 32, 32, 32, generator=g) > 0.5,
-            "k_mask": torch.rand(b, 32, 32, 32, generator=g) > 0.5}
+    return {
+        "q": torch.rand(b, 1, 32, 32, 32, generator=g),
+        "k": torch.rand(b, 1, 32, 32, 32, generator=g),
+        "q_mask": torch.rand(b, 32, 32, 32, generator=g) > 0.5,
+        "k_mask": torch.rand(b, 32, 32, 32, generator=g) > 0.5,
+    }
 
 
 def _h(t: torch.Tensor, s: torch.Tensor, c: torch.Tensor, tt: float, ts: float) -> torch.Tensor:
@@ -64,8 +81,10 @@ def test_loss_terms_match_their_formulas() -> None:
     x_s = x_t * ~torch.cat([batch["q_mask"], batch["k_mask"]]).unsqueeze(1)
     with torch.no_grad():
         s, t = m.student(x_s), m.teacher(x_t)
-        l_cls = 0.5 * (_h(t["cls"][:2], s["cls"][2:], c_cls, tt, 0.1).mean()
-                       + _h(t["cls"][2:], s["cls"][:2], c_cls, tt, 0.1).mean())
+        l_cls = 0.5 * (
+            _h(t["cls"][:2], s["cls"][2:], c_cls, tt, 0.1).mean()
+            + _h(t["cls"][2:], s["cls"][:2], c_cls, tt, 0.1).mean()
+        )
         online, target = m.casa(s["enc"], s["dec"]), m.casa(s["enc"], t["dec"])
         h = _h(target, online, c_tok, tt, 0.1)
         l_patch = 0.5 * (h[:2].mean() + h[2:].mean())
@@ -163,8 +182,16 @@ def test_teacher_encoder_variant_and_checkpoint_contents() -> None:
     assert any(p.grad is not None for p in m.casa.parameters())
     m.on_step_end(0)
     keys = m.state_dict().keys()
-    for prefix in ("student.backbone.", "student.head.", "teacher.backbone.", "teacher.head.", "casa.",
-                   "casa_teacher.", "cls_loss.center", "patch_loss.center"):
+    for prefix in (
+        "student.backbone.",
+        "student.head.",
+        "teacher.backbone.",
+        "teacher.head.",
+        "casa.",
+        "casa_teacher.",
+        "cls_loss.center",
+        "patch_loss.center",
+    ):
         assert any(k.startswith(prefix) for k in keys), prefix
     # a fresh method loads the state dict strictly, CASA included
     m2 = _method(casa_target="teacher_encoder")
@@ -190,9 +217,13 @@ def test_views_need_embeddings_for_sam_pairing() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value", "msg"),
-    [("pairing", "nearest", "alice.pairing"), ("casa_target", "student", "alice.casa_target"),
-     ("tau_preset", "hot", "alice.tau_preset"), ("crop_size", 40, "multiple of"),
-     ("casa_heads", 5, "divisible")],
+    [
+        ("pairing", "nearest", "alice.pairing"),
+        ("casa_target", "student", "alice.casa_target"),
+        ("tau_preset", "hot", "alice.tau_preset"),
+        ("crop_size", 40, "multiple of"),
+        ("casa_heads", 5, "divisible"),
+    ],
 )
 def test_bad_config(key: str, value: object, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
@@ -211,10 +242,20 @@ def test_presets_resolve() -> None:
 
 
 # -- runs on real NIfTI files ---------------------------------------------------------------------------
-FAST_RUN = ["model.backbone=conv", "model.feature_size=4", "alice.crop_size=32", "alice.border_margin=8",
-            "alice.out_dim=32", "alice.head_hidden_dim=32", "alice.head_bottleneck_dim=16",
-            "alice.casa_heads=4", "alice.casa_ffn_dim=32", "train.progress=false", "train.tensorboard=false",
-            "optim.warmup_steps=1"]
+FAST_RUN = [
+    "model.backbone=conv",
+    "model.feature_size=4",
+    "alice.crop_size=32",
+    "alice.border_margin=8",
+    "alice.out_dim=32",
+    "alice.head_hidden_dim=32",
+    "alice.head_bottleneck_dim=16",
+    "alice.casa_heads=4",
+    "alice.casa_ffn_dim=32",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "optim.warmup_steps=1",
+]
 
 
 def _write_subjects(folder: Path, n: int = 3, size: int = 48) -> Path:
@@ -271,8 +312,13 @@ def test_pretrain_random_pairing_batch_two_resumes_exactly(tmp_path: Path) -> No
     from anatssl.methods.alice import prepare_alice_run
 
     data = str(_write_subjects(tmp_path / "data"))
-    opts = ("alice.pairing=random", "train.max_steps=4", "train.batch_size=2", "train.ckpt_every=2",
-            "train.keep_checkpoints=true")
+    opts = (
+        "alice.pairing=random",
+        "train.max_steps=4",
+        "train.batch_size=2",
+        "train.ckpt_every=2",
+        "train.keep_checkpoints=true",
+    )
     cfg = _cfg(*opts)
     prepare_alice_run(cfg, data, str(tmp_path / "a"))
     pretrain(cfg, data, tmp_path / "a")

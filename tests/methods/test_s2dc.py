@@ -15,8 +15,15 @@ from anatssl.methods import build_method
 from anatssl.methods.s2dc import S2DC
 
 FAST = [
-    "model.backbone=conv", "model.feature_size=4", "s2dc.grid=2", "s2dc.crop=32", "s2dc.token_stage=3",
-    "s2dc.patch_hidden=32", "s2dc.patch_dim=16", "s2dc.global_hidden=32", "s2dc.global_dim=16",
+    "model.backbone=conv",
+    "model.feature_size=4",
+    "s2dc.grid=2",
+    "s2dc.crop=32",
+    "s2dc.token_stage=3",
+    "s2dc.patch_hidden=32",
+    "s2dc.patch_dim=16",
+    "s2dc.global_hidden=32",
+    "s2dc.global_dim=16",
     "s2dc.queue_size=6",
 ]
 
@@ -117,7 +124,11 @@ def test_official_switch_flips_the_four_behaviours() -> None:
     official = _method("s2dc.official=true")
     hp = official.hp
     assert (fixed.tau, fixed.normalize_global, fixed.crop_scale_mode, fixed.bn_axis) == (
-        0.07, True, "fixed", "channels")
+        0.07,
+        True,
+        "fixed",
+        "channels",
+    )
     assert (hp.tau, hp.normalize_global, hp.crop_scale_mode, hp.bn_axis) == (1.0, False, "official", "tokens")
     assert official.student["patch_head"].bn1.num_features == official.t**3  # BatchNorm over the tokens
     # an explicit value still wins over the switch
@@ -178,5 +189,8 @@ def test_swin_backbone_trains_a_step() -> None:
     out = method.training_step(_batch(method, n=1), step=0)
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
-    assert all(p.grad is not None for p in method.student["backbone"].swinViT.parameters()  # type: ignore[union-attr]
-               if p.requires_grad)
+    assert all(
+        p.grad is not None
+        for p in method.student["backbone"].swinViT.parameters()  # type: ignore[union-attr]
+        if p.requires_grad
+    )

@@ -18,8 +18,15 @@ from anatssl.methods.sam import SAM, fine_to_coarse, sample_at
 
 
 def _method(**over: object) -> SAM:
-    ov = ["sam.width=4", "sam.embed_dim=8", "sam.crop_size=[32,32,32]", "sam.num_pairs=16",
-          "sam.num_coarse_negatives=20", "sam.num_hard_negatives=8", "sam.num_fine_random_negatives=4"]
+    ov = [
+        "sam.width=4",
+        "sam.embed_dim=8",
+        "sam.crop_size=[32,32,32]",
+        "sam.num_pairs=16",
+        "sam.num_coarse_negatives=20",
+        "sam.num_hard_negatives=8",
+        "sam.num_fine_random_negatives=4",
+    ]
     ov += [f"{k}={v}" for k, v in over.items()]
     m = build_method(load_pretrain_config("sam", "tiny", None, ov))
     assert isinstance(m, SAM)
@@ -51,9 +58,16 @@ def test_training_step_runs_and_every_parameter_gets_a_gradient() -> None:
 
 def test_loss_terms_on_a_hand_made_case() -> None:
     """Two anchors, embeddings chosen so every logit is known; one negative per anchor survives the radius."""
-    m = _method(**{"sam.num_hard_negatives": 1, "sam.num_fine_random_negatives": 0,
-                   "sam.num_coarse_negatives": 1, "sam.radius_mm": 5.0, "sam.coarse_radius_mm": 0.0,
-                   "sam.temperature": 0.5})
+    m = _method(
+        **{
+            "sam.num_hard_negatives": 1,
+            "sam.num_fine_random_negatives": 0,
+            "sam.num_coarse_negatives": 1,
+            "sam.radius_mm": 5.0,
+            "sam.coarse_radius_mm": 0.0,
+            "sam.temperature": 0.5,
+        }
+    )
     d = 2
     # fine maps 2x1x1 grid: view 2 cell 0 = e0, cell 1 = e1; coarse maps constant e0 (1x1x1 grid)
     f2 = torch.zeros(d, 2, 1, 1)
@@ -79,12 +93,17 @@ def test_loss_terms_on_a_hand_made_case() -> None:
 def test_sampling_helpers() -> None:
     emb = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
     got = sample_at(emb, torch.tensor([[1.0, 0, 1], [0.5, 1, 0]]))
-    np.testing.assert_allclose(got.numpy(), [[emb[0, 1, 0, 1], emb[1, 1, 0, 1]],
-                                             [(emb[0, 0, 1, 0] + emb[0, 1, 1, 0]) / 2,
-                                              (emb[1, 0, 1, 0] + emb[1, 1, 1, 0]) / 2]])
+    np.testing.assert_allclose(
+        got.numpy(),
+        [
+            [emb[0, 1, 0, 1], emb[1, 1, 0, 1]],
+            [(emb[0, 0, 1, 0] + emb[0, 1, 1, 0]) / 2, (emb[1, 0, 1, 0] + emb[1, 1, 1, 0]) / 2],
+        ],
+    )
     # fine cell g (voxels 2g, 2g+1) -> coarse stride 8: centre voxel 2g + 0.5 -> (2g + 0.5 - 3.5) / 8
-    np.testing.assert_allclose(fine_to_coarse(torch.tensor([[0.0, 4.0, 1.5]]), 8).numpy(),
-                               [[-3 / 8, 5 / 8, 0.0]])
+    np.testing.assert_allclose(
+        fine_to_coarse(torch.tensor([[0.0, 4.0, 1.5]]), 8).numpy(), [[-3 / 8, 5 / 8, 0.0]]
+    )
 
 
 @pytest.mark.slow

@@ -19,8 +19,9 @@ from anatssl.models.backbones.window_attention import WindowAttentionFunction, b
 HEADS = (3, 6, 12, 24)
 
 
-def _pair(fs: int, v2: bool, depths: tuple[int, ...], window: int = 7,
-          seed: int = 0) -> tuple[SwinTransformer, SwinViT]:
+def _pair(
+    fs: int, v2: bool, depths: tuple[int, ...], window: int = 7, seed: int = 0
+) -> tuple[SwinTransformer, SwinViT]:
     torch.manual_seed(seed)
     ref = SwinTransformer(1, fs, (window,) * 3, (2, 2, 2), depths, HEADS, use_v2=v2)
     sd = ref.state_dict()
@@ -34,8 +35,13 @@ def _pair(fs: int, v2: bool, depths: tuple[int, ...], window: int = 7,
     return ref, ours
 
 
-def _compare(ref: torch.nn.Module, ours: torch.nn.Module, shape: tuple[int, ...], normalize: bool = True,
-             batch: int = 1) -> None:
+def _compare(
+    ref: torch.nn.Module,
+    ours: torch.nn.Module,
+    shape: tuple[int, ...],
+    normalize: bool = True,
+    batch: int = 1,
+) -> None:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(batch, 1, *shape, generator=g)
     xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -136,8 +142,9 @@ def test_plan_masks_match_monai_compute_mask(dims: tuple[int, int, int], shifted
     # which MONAI window (and batch) each plan window is: read it off the gather of token positions
     length = dims[0] * dims[1] * dims[2]
     positions = torch.arange(2 * length, dtype=torch.float32).view(2, *dims, 1) + 1
-    padded_x = torch.nn.functional.pad(positions, (0, 0, 0, padded[2] - dims[2], 0, padded[1] - dims[1],
-                                                   0, padded[0] - dims[0]))
+    padded_x = torch.nn.functional.pad(
+        positions, (0, 0, 0, padded[2] - dims[2], 0, padded[1] - dims[1], 0, padded[0] - dims[0])
+    )
     rolled = torch.roll(padded_x, shifts=tuple(-s for s in ss), dims=(1, 2, 3))
     monai_windows = window_partition(rolled, ws).squeeze(-1)  # (2*nW, N), 0 = padding
     ours = positions.flatten()[plan.gather]

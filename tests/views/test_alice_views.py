@@ -60,8 +60,13 @@ def _embedding(vol: Volume, dim: int = 32) -> EmbeddingMap:
 def _write_cache(root: Path, volumes: list[Volume]) -> None:
     """A cache directory as `anatssl embed` lays it out (manifest + one stamped entry per scan)."""
     root.mkdir(parents=True, exist_ok=True)
-    manifest = {"format": CACHE_FORMAT, "version": 1, "model_run": str(root / "no_such_run"),
-                "model_hash": "m0", "preset_hash": "p0"}
+    manifest = {
+        "format": CACHE_FORMAT,
+        "version": 1,
+        "model_run": str(root / "no_such_run"),
+        "model_hash": "m0",
+        "preset_hash": "p0",
+    }
     (root / MANIFEST).write_text(json.dumps(manifest))
     cache = EmbeddingCache(root)
     for v in volumes:
@@ -123,8 +128,13 @@ def test_partner_is_another_volume(subjects: list[Volume]) -> None:
 
 def test_sam_pairing_through_the_cache_matches_anatomy(subjects: list[Volume], tmp_path: Path) -> None:
     _write_cache(tmp_path / "emb", subjects)
-    views = AliceViews(crop_size=32, pairing="sam", embeddings_dir=str(tmp_path / "emb"),
-                       miner=PairMiner(border_margin=4), augment=False)
+    views = AliceViews(
+        crop_size=32,
+        pairing="sam",
+        embeddings_dir=str(tmp_path / "emb"),
+        miner=PairMiner(border_margin=4),
+        augment=False,
+    )
     a, b = subjects
     src = Source(subjects)
     for seed in range(5):
@@ -138,15 +148,17 @@ def test_sam_pairing_through_the_cache_matches_anatomy(subjects: list[Volume], t
 
 def test_missing_or_stale_cache_entry_is_reported(subjects: list[Volume], tmp_path: Path) -> None:
     _write_cache(tmp_path / "emb", subjects[:1])
-    views = AliceViews(crop_size=32, pairing="sam", embeddings_dir=str(tmp_path / "emb"),
-                       miner=PairMiner(border_margin=4))
+    views = AliceViews(
+        crop_size=32, pairing="sam", embeddings_dir=str(tmp_path / "emb"), miner=PairMiner(border_margin=4)
+    )
     with pytest.raises(DataError, match=r"no embedding of .*b\.nii\.gz"):
         views(subjects[0], np.random.default_rng(0), Source(subjects))
     # the cache was re-made with another SAM model: entries computed with the old one are stale
     manifest = json.loads((tmp_path / "emb" / MANIFEST).read_text())
     (tmp_path / "emb" / MANIFEST).write_text(json.dumps({**manifest, "model_hash": "m1"}))
-    fresh = AliceViews(crop_size=32, pairing="sam", embeddings_dir=str(tmp_path / "emb"),
-                       miner=PairMiner(border_margin=4))
+    fresh = AliceViews(
+        crop_size=32, pairing="sam", embeddings_dir=str(tmp_path / "emb"), miner=PairMiner(border_margin=4)
+    )
     with pytest.raises(DataError, match=r"a\.nii\.gz .* is stale \(computed with other model weights\)"):
         fresh.embedding(subjects[0])
     # a changed scan file is the start-up check's job (one hash per scan, not one per worker):
@@ -157,8 +169,9 @@ def test_views_pickle_without_caches(subjects: list[Volume], tmp_path: Path) -> 
     import pickle
 
     _write_cache(tmp_path / "emb", subjects)
-    views = AliceViews(crop_size=32, pairing="sam", embeddings_dir=str(tmp_path / "emb"),
-                       miner=PairMiner(border_margin=4))
+    views = AliceViews(
+        crop_size=32, pairing="sam", embeddings_dir=str(tmp_path / "emb"), miner=PairMiner(border_margin=4)
+    )
     views(subjects[0], np.random.default_rng(0), Source(subjects))
     clone = pickle.loads(pickle.dumps(views))
     assert clone._cache is None and not clone._checked and not clone.miner._index

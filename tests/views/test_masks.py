@@ -57,8 +57,13 @@ def test_apply_mask_zeroes_masked_voxels() -> None:
     ],
 )
 def test_bad_arguments(kwargs: dict, msg: str) -> None:
-    args = {"shape": (32, 32, 32), "patch": 16, "ratio": 0.75, "kind": "cube",
-            "rng": np.random.default_rng(0)}
+    args = {
+        "shape": (32, 32, 32),
+        "patch": 16,
+        "ratio": 0.75,
+        "kind": "cube",
+        "rng": np.random.default_rng(0),
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=msg):
         block_mask(**args)

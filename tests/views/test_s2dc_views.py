@@ -34,7 +34,9 @@ def test_warped_coordinate_image_reproduces_every_matched_pair(seed: int) -> Non
     stride, tx, ty, tz = 8, 8, 8, 2
     nx, ny, nz = tx * stride, ty * stride, tz * stride
     matrix = inplane_matrix(
-        math.radians(rng.uniform(-30, 30)), rng.uniform(0.9, 1.2), tuple(rng.uniform(-12, 12, 2)),
+        math.radians(rng.uniform(-30, 30)),
+        rng.uniform(0.9, 1.2),
+        tuple(rng.uniform(-12, 12, 2)),
         ((nx - 1) / 2, (ny - 1) / 2),
     )
     warped = warp_inplane(_coordinate_slab(nx, ny, nz), matrix)
@@ -118,11 +120,13 @@ def test_crop_affine_identity_and_official_scale_range() -> None:
     torch.testing.assert_close(theta, torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]))
     crops = torch.rand(2, 1, 8, 8, 8)
     torch.testing.assert_close(warp_crops(crops, theta.expand(2, 3, 4)), crops, atol=1e-5, rtol=0)
-    diags = np.array([np.diag(crop_affine(rng, 32, 0.0, 0.0, 0.1, "official").numpy()[:, :3])
-                      for _ in range(200)])
+    diags = np.array(
+        [np.diag(crop_affine(rng, 32, 0.0, 0.0, 0.1, "official").numpy()[:, :3]) for _ in range(200)]
+    )
     assert diags.min() < 0.3 and diags.max() > 1.7  # U(0, 2) per axis
-    fixed = np.array([np.diag(crop_affine(rng, 32, 0.0, 0.0, 0.1, "fixed").numpy()[:, :3])
-                      for _ in range(200)])
+    fixed = np.array(
+        [np.diag(crop_affine(rng, 32, 0.0, 0.0, 0.1, "fixed").numpy()[:, :3]) for _ in range(200)]
+    )
     assert fixed.min() >= 0.9 - 1e-6 and fixed.max() <= 1.1 + 1e-6
     assert np.allclose(fixed, fixed[:, :1])  # isotropic
 

@@ -30,8 +30,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--method", required=True, choices=INSPECTORS.names(), help="the SSL method to inspect")
-    p.add_argument("--data", required=True,
-                   help="dataset.json, a folder of NIfTI files / DICOM series, or a CSV")
+    p.add_argument(
+        "--data", required=True, help="dataset.json, a folder of NIfTI files / DICOM series, or a CSV"
+    )
     p.add_argument("--out", required=True, help="output folder for the PNG files (created)")
     p.add_argument("--preset", default="tiny", help="configs/pretrain/<method>_<preset>.yaml (default tiny)")
     p.add_argument("--config", help="a YAML file merged over the preset")

@@ -33,8 +33,10 @@ def distillation_cross_entropy(
     bf16's 8-bit mantissa resolves.
     """
     if teacher.shape != student.shape:
-        raise ValueError(f"teacher logits {tuple(teacher.shape)} and student logits {tuple(student.shape)} "
-                         "must have the same shape")
+        raise ValueError(
+            f"teacher logits {tuple(teacher.shape)} and student logits {tuple(student.shape)} "
+            "must have the same shape"
+        )
     t = F.softmax((teacher.detach().float() - center) / teacher_temp, dim=-1)
     log_s = F.log_softmax(student.float() / student_temp, dim=-1)
     return -(t * log_s).sum(dim=-1)
@@ -70,5 +72,6 @@ class CenteredDistillation(nn.Module):
         """``c <- m c + (1 - m) mean(teacher)``, the mean over every row of ``(..., K)`` and all ranks."""
         batch_center = teacher.detach().reshape(-1, teacher.shape[-1]).float().mean(dim=0, keepdim=True)
         batch_center = all_reduce_mean(batch_center)
-        self.center.mul_(self.center_momentum).add_(batch_center.to(self.center.dtype),
-                                                    alpha=1.0 - self.center_momentum)
+        self.center.mul_(self.center_momentum).add_(
+            batch_center.to(self.center.dtype), alpha=1.0 - self.center_momentum
+        )

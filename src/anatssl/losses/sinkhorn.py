@@ -27,9 +27,7 @@ def _fp32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float32 else x.float()
 
 
-def log_sinkhorn_dustbin(
-    scores: torch.Tensor, alpha: torch.Tensor | float, iters: int = 100
-) -> torch.Tensor:
+def log_sinkhorn_dustbin(scores: torch.Tensor, alpha: torch.Tensor | float, iters: int = 100) -> torch.Tensor:
     """(L, m, n) scores -> (L, m + 1, n + 1) log transport plan with dustbins, in float32.
 
     ``exp`` of the result has row sums (1, ..., 1, n) / (m + n) and column sums (1, ..., 1, m) / (m + n)
@@ -63,9 +61,7 @@ def log_sinkhorn_dustbin(
         return z + u.unsqueeze(2) + v.unsqueeze(1)
 
 
-def sinkhorn_assignment(
-    scores: torch.Tensor, alpha: torch.Tensor | float, iters: int = 100
-) -> torch.Tensor:
+def sinkhorn_assignment(scores: torch.Tensor, alpha: torch.Tensor | float, iters: int = 100) -> torch.Tensor:
     """(L, m, n) scores -> (L, m, n) soft assignment P = exp(log plan) * (m + n), dustbins dropped.
 
     Each real row of P sums to at most 1 (the rest went to the dustbin); float32.

@@ -3,10 +3,10 @@
 from anatssl.methods.base import METHODS, SSLMethod, build_method, register_method
 
 # registration: one import per method file
-from anatssl.methods import swinssl  # noqa: E402,F401  isort: skip
-from anatssl.methods import sam  # noqa: E402,F401  isort: skip
-from anatssl.methods import s2dc  # noqa: E402,F401  isort: skip
-from anatssl.methods import alice  # noqa: E402,F401  isort: skip
-from anatssl.methods import simmim  # noqa: E402,F401  isort: skip
+from anatssl.methods import swinssl  # noqa: F401  isort: skip
+from anatssl.methods import sam  # noqa: F401  isort: skip
+from anatssl.methods import s2dc  # noqa: F401  isort: skip
+from anatssl.methods import alice  # noqa: F401  isort: skip
+from anatssl.methods import simmim  # noqa: F401  isort: skip
 
 __all__ = ["METHODS", "SSLMethod", "build_method", "register_method"]

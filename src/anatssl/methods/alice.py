@@ -118,15 +118,19 @@ class AliceConfig:
         if self.mask_shape not in MASK_SHAPES:
             raise bad("mask_shape", self.mask_shape, f"valid values: {', '.join(MASK_SHAPES)}")
         if self.crop_size < 1 or self.mask_patch < 1 or self.crop_size % self.mask_patch:
-            raise ConfigError(f"alice.crop_size ({self.crop_size}) must be a positive multiple of "
-                              f"alice.mask_patch ({self.mask_patch})")
+            raise ConfigError(
+                f"alice.crop_size ({self.crop_size}) must be a positive multiple of "
+                f"alice.mask_patch ({self.mask_patch})"
+            )
         if not 0.0 <= self.mask_ratio <= 1.0:
             raise bad("mask_ratio", self.mask_ratio, "must be in [0, 1]")
         if self.max_tries < 1:
             raise bad("max_tries", self.max_tries, "must be >= 1")
         if self.out_dim % self.casa_heads:
-            raise ConfigError(f"alice.out_dim ({self.out_dim}) must be divisible by alice.casa_heads "
-                              f"({self.casa_heads}): CASA runs on the out_dim prototype logits")
+            raise ConfigError(
+                f"alice.out_dim ({self.out_dim}) must be divisible by alice.casa_heads "
+                f"({self.casa_heads}): CASA runs on the out_dim prototype logits"
+            )
         if not 0.0 <= self.momentum_teacher <= 1.0 or not 0.0 <= self.center_momentum <= 1.0:
             raise ConfigError("alice.momentum_teacher and alice.center_momentum must be in [0, 1]")
         if self.student_temp <= 0:
@@ -134,8 +138,10 @@ class AliceConfig:
 
     def teacher_temps(self) -> tuple[float, float]:
         start, end = TAU_PRESETS[self.tau_preset]
-        return (start if self.teacher_temp_start is None else self.teacher_temp_start,
-                end if self.teacher_temp_end is None else self.teacher_temp_end)
+        return (
+            start if self.teacher_temp_start is None else self.teacher_temp_start,
+            end if self.teacher_temp_end is None else self.teacher_temp_end,
+        )
 
 
 def teacher_temperature(p: AliceConfig, step: int) -> float:
@@ -157,8 +163,9 @@ class _AliceNet(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, x: torch.Tensor, freeze_last: bool = False,
-                with_recon: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, freeze_last: bool = False, with_recon: bool = True
+    ) -> dict[str, torch.Tensor]:
         """(B, C, S, S, S) -> cls (B, K), enc (B, N_enc, K), dec (B, N_dec, K) [, recon (B, C, S, S, S)]."""
         feats = self.backbone.encode(x)
         deep = feats[-1]
@@ -184,8 +191,7 @@ class Alice(SSLMethod):
         backbone = build_backbone(cfg.model)
         backbone.check_input((p.crop_size,) * 3, where="alice.crop_size")
         deep, dec0 = backbone.feature_channels[-1], backbone.decoder_channels[0]
-        head = AliceHead(deep, deep, dec0,
-                         p.out_dim, p.head_hidden_dim, p.head_bottleneck_dim)
+        head = AliceHead(deep, deep, dec0, p.out_dim, p.head_hidden_dim, p.head_bottleneck_dim)
         self.student = _AliceNet(backbone, head)
         self.teacher = make_teacher(self.student)
         self.casa = CASA(p.out_dim, p.casa_heads, p.casa_ffn_dim, p.casa_dropout)
@@ -218,8 +224,16 @@ class Alice(SSLMethod):
                 "first (stage 0, no flag); alice.pairing=random needs none"
             )
         miner = PairMiner(p.similarity_threshold, p.max_tries, p.border_margin, p.foreground_threshold)
-        return AliceViews(p.crop_size, p.pairing, p.embeddings_dir, miner, p.mask_patch, p.mask_ratio,
-                          p.mask_shape, p.augment)
+        return AliceViews(
+            p.crop_size,
+            p.pairing,
+            p.embeddings_dir,
+            miner,
+            p.mask_patch,
+            p.mask_ratio,
+            p.mask_shape,
+            p.augment,
+        )
 
     def encoder(self) -> nn.Module:
         return self.student.backbone
@@ -307,8 +321,13 @@ def _alice_source(cfg: PretrainConfig, data_path: str, out: Path) -> Any:
     """The training volumes as Alice preprocesses them (the trainer's source); bad scans dropped."""
     from anatssl.data.source import VolumeSource
 
-    src = VolumeSource(data_path, cfg.data, cache_dir=cfg.data.cache_dir,
-                       fallback_cache_dir=out / "cache", channels=cfg.model.in_channels)
+    src = VolumeSource(
+        data_path,
+        cfg.data,
+        cache_dir=cfg.data.cache_dir,
+        fallback_cache_dir=out / "cache",
+        channels=cfg.model.in_channels,
+    )
     if hasattr(src, "validate"):
         src.validate(progress=False)
     return src
@@ -340,8 +359,11 @@ def check_alice_data(cfg: PretrainConfig, data_path: str, out_dir: str, embeddin
         problems.append(f"alice.pairing={p.pairing} needs at least 2 training volumes, got {len(src)}")
     if problems:
         more = f"\n(and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise DataError(f"Alice cannot start: {len(problems)} problem(s) with the training data:\n- "
-                        + "\n- ".join(problems[:5]) + more)
+        raise DataError(
+            f"Alice cannot start: {len(problems)} problem(s) with the training data:\n- "
+            + "\n- ".join(problems[:5])
+            + more
+        )
 
 
 def train_sam_stage0(cfg: PretrainConfig, data_path: str, sam_run: str) -> None:
@@ -351,10 +373,15 @@ def train_sam_stage0(cfg: PretrainConfig, data_path: str, sam_run: str) -> None:
     from anatssl.engine.trainer import pretrain
 
     p: AliceConfig = cfg.params
-    overrides = [f"train.max_steps={p.sam_steps}", f"seed={cfg.seed}", f"train.device={cfg.train.device}",
-                 f"train.progress={str(cfg.train.progress).lower()}",
-                 f"train.tensorboard={str(cfg.train.tensorboard).lower()}",
-                 f"data.num_workers={cfg.data.num_workers}", f"model.in_channels={cfg.model.in_channels}"]
+    overrides = [
+        f"train.max_steps={p.sam_steps}",
+        f"seed={cfg.seed}",
+        f"train.device={cfg.train.device}",
+        f"train.progress={str(cfg.train.progress).lower()}",
+        f"train.tensorboard={str(cfg.train.tensorboard).lower()}",
+        f"data.num_workers={cfg.data.num_workers}",
+        f"model.in_channels={cfg.model.in_channels}",
+    ]
     if cfg.data.cache_dir:
         overrides.append(f"data.cache_dir={cfg.data.cache_dir}")
     sam_cfg = load_pretrain_config("sam", p.sam_preset, None, overrides)
@@ -371,10 +398,15 @@ def embed_for_alice(cfg: PretrainConfig, sam_run: str, data_path: str, cache_dir
     from anatssl.anatomy.cache import embed_dataset
     from anatssl.engine.trainer import resolve_device
 
-    stats = embed_dataset(sam_run, data_path, cache_dir, device=resolve_device(cfg.train.device),
-                          progress=cfg.train.progress)
-    log.info("alice: embedded %d scan(s) (%d already cached) into %s", stats["computed"], stats["skipped"],
-             cache_dir)
+    stats = embed_dataset(
+        sam_run, data_path, cache_dir, device=resolve_device(cfg.train.device), progress=cfg.train.progress
+    )
+    log.info(
+        "alice: embedded %d scan(s) (%d already cached) into %s",
+        stats["computed"],
+        stats["skipped"],
+        cache_dir,
+    )
 
 
 def prepare_alice_run(
@@ -411,8 +443,11 @@ def prepare_alice_run(
         if (Path(sam_run) / "checkpoints" / "last.pt").is_file():
             log.info("alice stage 0: reusing the SAM model in %s", sam_run)
         else:
-            log.info("alice stage 0: no --embeddings / --sam given, training SAM (%d steps) into %s",
-                     p.sam_steps, sam_run)
+            log.info(
+                "alice stage 0: no --embeddings / --sam given, training SAM (%d steps) into %s",
+                p.sam_steps,
+                sam_run,
+            )
             train_sam_stage0(cfg, data_path, sam_run)
     log.info("alice: caching the SAM embeddings of %s in %s", data_path, cache_dir)
     embed_for_alice(cfg, sam_run, data_path, cache_dir)

@@ -99,8 +99,11 @@ class S2DCConfig:
             self.crop_scale_mode = "official" if self.official else "fixed"
         if self.bn_axis is None:
             self.bn_axis = "tokens" if self.official else "channels"
-        choices = {"matcher": ("sinkhorn", "dual_softmax"), "crop_scale_mode": ("fixed", "official"),
-                   "bn_axis": ("channels", "tokens")}
+        choices = {
+            "matcher": ("sinkhorn", "dual_softmax"),
+            "crop_scale_mode": ("fixed", "official"),
+            "bn_axis": ("channels", "tokens"),
+        }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ValueError(f"{key} = {getattr(self, key)!r}; valid values: {', '.join(valid)}")
@@ -141,8 +144,12 @@ class S2DC(SSLMethod):
         student: dict[str, nn.Module] = {"backbone": backbone}
         if hp.use_p2p or hp.use_p2s:
             student["patch_head"] = S2DCProjectionHead(
-                backbone.feature_channels[hp.token_stage], hp.patch_hidden, hp.patch_dim, normalize=True,
-                bn_axis=str(hp.bn_axis), num_tokens=self.t**3,
+                backbone.feature_channels[hp.token_stage],
+                hp.patch_hidden,
+                hp.patch_dim,
+                normalize=True,
+                bn_axis=str(hp.bn_axis),
+                num_tokens=self.t**3,
             )
         if hp.use_g:
             student["global_head"] = S2DCProjectionHead(
@@ -156,8 +163,17 @@ class S2DC(SSLMethod):
         else:
             self.alpha = float(hp.alpha)
         self._views = S2DCViews(
-            hp.grid, hp.crop, self.stride, hp.rot_full_deg, hp.scale_full, hp.trans_full, hp.rot_crop_deg,
-            hp.scale_crop, hp.trans_crop, hp.intensity_shift, str(hp.crop_scale_mode),
+            hp.grid,
+            hp.crop,
+            self.stride,
+            hp.rot_full_deg,
+            hp.scale_full,
+            hp.trans_full,
+            hp.rot_crop_deg,
+            hp.scale_crop,
+            hp.trans_crop,
+            hp.intensity_shift,
+            str(hp.crop_scale_mode),
         )
         self.min_volume_shape = self._views.slab_shape
         self._ema_step = -1
@@ -215,7 +231,13 @@ class S2DC(SSLMethod):
             g_mat = match_matrix(batch["match"].long().to(src.device).reshape(-1, n), n)
             if hp.use_p2p:
                 l_p2p, prob = patch_discrepancy_loss(
-                    z_s, z_t, g_mat, float(hp.tau), self.alpha, hp.matcher, hp.sinkhorn_iters  # type: ignore[arg-type]
+                    z_s,
+                    z_t,
+                    g_mat,
+                    float(hp.tau),
+                    self.alpha,
+                    hp.matcher,
+                    hp.sinkhorn_iters,  # type: ignore[arg-type]
                 )
                 total = total + hp.w_p2p * l_p2p
                 out["p2p"] = l_p2p.detach()

@@ -20,8 +20,9 @@ from torch import nn
 
 
 class CASA(nn.Module):
-    def __init__(self, d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"CASA d_model ({d_model}) must be divisible by num_heads ({num_heads})")
@@ -44,8 +45,9 @@ class CASA(nn.Module):
     def forward(self, query: torch.Tensor, kv: torch.Tensor, dropout: bool = True) -> torch.Tensor:
         """(B, Nq, D) queries, (B, Nk, D) keys/values -> (B, Nq, D)."""
         if query.shape[-1] != self.d_model or kv.shape[-1] != self.d_model:
-            raise ValueError(f"CASA expects width {self.d_model}, got query {tuple(query.shape)}, "
-                             f"kv {tuple(kv.shape)}")
+            raise ValueError(
+                f"CASA expects width {self.d_model}, got query {tuple(query.shape)}, kv {tuple(kv.shape)}"
+            )
         p = self.p if (self.training and dropout) else 0.0
         q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(kv)), self._heads(self.v_proj(kv))
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)

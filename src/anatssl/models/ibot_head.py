@@ -42,19 +42,33 @@ class AliceHead(nn.Module):
         hidden_dim, bottleneck_dim: MLP widths (2048, 256 in DINO / iBOT / Alice).
     """
 
-    def __init__(self, cls_dim: int, enc_dim: int, dec_dim: int, out_dim: int = 512, hidden_dim: int = 2048,
-                 bottleneck_dim: int = 256) -> None:
+    def __init__(
+        self,
+        cls_dim: int,
+        enc_dim: int,
+        dec_dim: int,
+        out_dim: int = 512,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+    ) -> None:
         super().__init__()
-        for name, v in (("cls_dim", cls_dim), ("enc_dim", enc_dim), ("dec_dim", dec_dim),
-                        ("out_dim", out_dim),
-                        ("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim)):
+        for name, v in (
+            ("cls_dim", cls_dim),
+            ("enc_dim", enc_dim),
+            ("dec_dim", dec_dim),
+            ("out_dim", out_dim),
+            ("hidden_dim", hidden_dim),
+            ("bottleneck_dim", bottleneck_dim),
+        ):
             if v < 1:
                 raise ValueError(f"AliceHead {name} must be >= 1, got {v}")
         self.enc_proj = nn.Linear(enc_dim, cls_dim)
         self.dec_proj = nn.Linear(dec_dim, cls_dim)
         self.mlp = nn.Sequential(
-            nn.Linear(cls_dim, hidden_dim), nn.GELU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+            nn.Linear(cls_dim, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
             nn.Linear(hidden_dim, bottleneck_dim),
         )
         self.apply(self._init)

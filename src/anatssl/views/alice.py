@@ -120,11 +120,14 @@ class AliceViews:
         if not path.is_file():
             raise DataError(f"no embedding of {volume.path} in {root}; {redo} with a PATH that holds it")
         emb = load_map(path)
-        for key, what in (("model_hash", "other model weights"),
-                          ("preset_hash", "another preprocessing preset")):
+        for key, what in (
+            ("model_hash", "other model weights"),
+            ("preset_hash", "another preprocessing preset"),
+        ):
             if emb.meta.get(key) != manifest.get(key):
-                raise DataError(f"the embedding of {volume.path} in {root} is stale (computed with {what}); "
-                                f"{redo}")
+                raise DataError(
+                    f"the embedding of {volume.path} in {root} is stale (computed with {what}); {redo}"
+                )
         check_coverage(volume, emb)
         self._checked.add(volume.path)
         return emb
@@ -135,8 +138,10 @@ class AliceViews:
             return volume
         n = len(source)
         if n < 2:
-            raise DataError(f"Alice pairing {self.pairing!r} needs at least 2 training volumes, got {n}; "
-                            "add scans or use alice.pairing=same")
+            raise DataError(
+                f"Alice pairing {self.pairing!r} needs at least 2 training volumes, got {n}; "
+                "add scans or use alice.pairing=same"
+            )
         j = int(rng.integers(n))
         other = source.load(j)
         if other.path == volume.path:

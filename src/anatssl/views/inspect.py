@@ -42,8 +42,9 @@ def _pyplot() -> Any:
 
 
 @register_inspector("s2dc")
-def inspect_s2dc(method: SSLMethod, volume: Volume, rng: np.random.Generator, source: VolumeProvider,
-                 out_png: Path) -> Path:
+def inspect_s2dc(
+    method: SSLMethod, volume: Volume, rng: np.random.Generator, source: VolumeProvider, out_png: Path
+) -> Path:
     """src | aug_full with matched token centres as pairs (one token layer, the middle one)."""
     from matplotlib.patches import ConnectionPatch
 
@@ -84,8 +85,19 @@ def inspect_s2dc(method: SSLMethod, volume: Volume, rng: np.random.Generator, so
         if label:
             for ax, pt in ((ax0, (cy[yi], cx[xi])), (ax1, (cy[yj], cx[xj]))):
                 ax.annotate(str(i), pt, color=col, fontsize=7, xytext=(3, 3), textcoords="offset points")
-        fig.add_artist(ConnectionPatch(xyA=(cy[yi], cx[xi]), xyB=(cy[yj], cx[xj]), coordsA="data",
-                                       coordsB="data", axesA=ax0, axesB=ax1, color=col, lw=0.4, alpha=0.35))
+        fig.add_artist(
+            ConnectionPatch(
+                xyA=(cy[yi], cx[xi]),
+                xyB=(cy[yj], cx[xj]),
+                coordsA="data",
+                coordsB="data",
+                axesA=ax0,
+                axesB=ax1,
+                color=col,
+                lw=0.4,
+                alpha=0.35,
+            )
+        )
     for j in set(range(tx * ty)) - used:
         xj, yj = divmod(j, ty)
         ax1.plot(cy[yj], cx[xj], "x", color="0.6", ms=4)
@@ -105,8 +117,9 @@ def inspect_s2dc(method: SSLMethod, volume: Volume, rng: np.random.Generator, so
 
 
 @register_inspector("alice")
-def inspect_alice(method: SSLMethod, volume: Volume, rng: np.random.Generator, source: VolumeProvider,
-                  out_png: Path) -> Path:
+def inspect_alice(
+    method: SSLMethod, volume: Volume, rng: np.random.Generator, source: VolumeProvider, out_png: Path
+) -> Path:
     """q (from this scan) | k (from its partner): central slices with the pair point at each centre."""
     out = method.views(volume, rng, source)
     q, k = np.asarray(out["q"])[0], np.asarray(out["k"])[0]
@@ -121,8 +134,10 @@ def inspect_alice(method: SSLMethod, volume: Volume, rng: np.random.Generator, s
             ax.set_title(f"{name}: slice {lab} = centre")
             ax.axis("off")
     score = float(np.asarray(out.get("pair_score", np.nan)))
-    fig.suptitle(f"{Path(volume.path).name}: p_a {np.asarray(out.get('p_a')).tolist()} <-> "
-                 f"p_b {np.asarray(out.get('p_b')).tolist()}, score {score:.3f}")
+    fig.suptitle(
+        f"{Path(volume.path).name}: p_a {np.asarray(out.get('p_a')).tolist()} <-> "
+        f"p_b {np.asarray(out.get('p_b')).tolist()}, score {score:.3f}"
+    )
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)

@@ -29,8 +29,10 @@ def block_mask(
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
     if any(s % patch for s in shape):
-        raise ValueError(f"crop size {tuple(shape)} is not a multiple of the mask patch {patch}; "
-                         "choose a crop size divisible by mask_patch")
+        raise ValueError(
+            f"crop size {tuple(shape)} is not a multiple of the mask patch {patch}; "
+            "choose a crop size divisible by mask_patch"
+        )
     grid = [s // patch for s in shape]
     if kind == "tube":
         grid[2] = 1

@@ -234,8 +234,10 @@ class S2DCViews:
         shift = self.intensity_shift
         aug_full = to_crops(s.aug_slab, g, c) + float(rng.uniform(-shift, shift))
         thetas = torch.stack(
-            [crop_affine(rng, c, self.rot_crop, self.trans_crop, self.scale_crop, self.crop_scale_mode)
-             for _ in range(g * g)]
+            [
+                crop_affine(rng, c, self.rot_crop, self.trans_crop, self.scale_crop, self.crop_scale_mode)
+                for _ in range(g * g)
+            ]
         )
         shifts = torch.from_numpy(rng.uniform(-shift, shift, size=g * g)).float()
         aug_crop = warp_crops(src, thetas) + shifts.view(-1, 1, 1, 1, 1)

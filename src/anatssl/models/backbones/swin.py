@@ -41,8 +41,9 @@ class SwinBackbone(Backbone):
         )
 
         def enc(cin: int, cout: int) -> UnetrBasicBlock:
-            return UnetrBasicBlock(3, cin, cout, kernel_size=3, stride=1, norm_name="instance",
-                                   res_block=True)
+            return UnetrBasicBlock(
+                3, cin, cout, kernel_size=3, stride=1, norm_name="instance", res_block=True
+            )
 
         def up(cin: int, cout: int) -> UnetrUpBlock:
             return UnetrUpBlock(

@@ -58,8 +58,9 @@ def relative_position_index(window: tuple[int, int, int]) -> torch.Tensor:
 class WindowAttention(nn.Module):
     """Parameters of one block's window attention (MONAI names); the compute is in ``window_attention``."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int, int],
-                 qkv_bias: bool = True) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, window_size: tuple[int, int, int], qkv_bias: bool = True
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
@@ -92,8 +93,9 @@ class _MlpFunction(torch.autograd.Function):
     token, a quarter of a block's saved activations) is recomputed in backward instead of stored."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-                w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+    ) -> torch.Tensor:
         h = F.linear(x, w1, b1)
         ctx.save_for_backward(x, h, w1, w2)
         return F.linear(F.gelu(h), w2, b2)
@@ -131,8 +133,15 @@ class Mlp(nn.Module):
 class SwinTransformerBlock(nn.Module):
     """x + attn(norm1(x)); x + mlp(norm2(x)) on (B, L, C) tokens; odd blocks use shifted windows."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int, int], shifted: bool,
-                 drop_path: float = 0.0, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: tuple[int, int, int],
+        shifted: bool,
+        drop_path: float = 0.0,
+        mlp_ratio: float = 4.0,
+    ) -> None:
         super().__init__()
         self.shifted = shifted
         self.norm1 = nn.LayerNorm(dim)
@@ -186,14 +195,22 @@ class PatchMerging(nn.Module):
 class BasicLayer(nn.Module):
     """One Swin stage: ``depth`` blocks (alternating plain / shifted windows) then patch merging."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: tuple[int, int, int],
-                 drop_path: Sequence[float]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: tuple[int, int, int],
+        drop_path: Sequence[float],
+    ) -> None:
         super().__init__()
         self.window_size = window_size
         self.shift_size = tuple(w // 2 for w in window_size)
         self.blocks: list[SwinTransformerBlock] = nn.ModuleList(  # type: ignore[assignment]
-            [SwinTransformerBlock(dim, num_heads, window_size, shifted=i % 2 == 1, drop_path=drop_path[i])
-             for i in range(depth)]
+            [
+                SwinTransformerBlock(dim, num_heads, window_size, shifted=i % 2 == 1, drop_path=drop_path[i])
+                for i in range(depth)
+            ]
         )
         self.downsample = PatchMerging(dim)
         self._plans: dict[tuple[object, ...], WindowPlan] = {}
@@ -280,14 +297,16 @@ class SwinViT(nn.Module):
         dpr = [float(v) for v in torch.linspace(0, drop_path_rate, sum(depths))]
         for i in range(4):
             dim = embed_dim * 2**i
-            layer = BasicLayer(dim, depths[i], num_heads[i], window,
-                               dpr[sum(depths[:i]) : sum(depths[: i + 1])])
+            layer = BasicLayer(
+                dim, depths[i], num_heads[i], window, dpr[sum(depths[:i]) : sum(depths[: i + 1])]
+            )
             self.add_module(f"layers{i + 1}", nn.ModuleList([layer]))
         if use_v2:
             for i in range(4):
                 dim = embed_dim * 2**i
-                block = UnetrBasicBlock(3, dim, dim, kernel_size=3, stride=1, norm_name="instance",
-                                        res_block=True)
+                block = UnetrBasicBlock(
+                    3, dim, dim, kernel_size=3, stride=1, norm_name="instance", res_block=True
+                )
                 self.add_module(f"layers{i + 1}c", nn.ModuleList([block]))
         self.num_features = embed_dim * 2**3
         self.set_checkpointing(use_checkpoint)

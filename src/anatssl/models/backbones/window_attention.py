@@ -74,8 +74,9 @@ class WindowPlan:
     groups: list[MaskGroup]
 
 
-def window_and_shift(dims: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...]
-                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def window_and_shift(
+    dims: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """MONAI's ``get_window_size``: an axis no longer than the window uses its full length, unshifted."""
     ws, ss = list(window), list(shift)
     for i, s in enumerate(dims):
@@ -104,8 +105,9 @@ def _partition(grid: torch.Tensor, ws: tuple[int, ...]) -> torch.Tensor:
     return g.permute(0, 2, 4, 1, 3, 5).reshape(-1, ws[0] * ws[1] * ws[2])
 
 
-def build_plan(batch: int, dims: tuple[int, int, int], ws: tuple[int, ...], ss: tuple[int, ...],
-               device: torch.device) -> WindowPlan:
+def build_plan(
+    batch: int, dims: tuple[int, int, int], ws: tuple[int, ...], ss: tuple[int, ...], device: torch.device
+) -> WindowPlan:
     """Plan for a block with (already shrunk) window ``ws`` and shift ``ss`` on ``dims`` = (D, H, W)."""
     padded = tuple(-(-s // w) * w for s, w in zip(dims, ws))
     # source coordinate of every position of the padded, cyclically shifted grid:
@@ -141,8 +143,9 @@ def build_plan(batch: int, dims: tuple[int, int, int], ws: tuple[int, ...], ss: 
         stop = start + batch * members.numel()
         pat = patterns[g].view(n, n)[perm][:, perm]
         pattern = None if bool(pat.all()) else torch.zeros(n, n).masked_fill(~pat, -100.0).to(device)
-        groups.append(MaskGroup(start, stop, pattern, None if identity else perm.to(device),
-                                int((~is_pad).sum())))
+        groups.append(
+            MaskGroup(start, stop, pattern, None if identity else perm.to(device), int((~is_pad).sum()))
+        )
         start = stop
     gather = torch.cat(rows)
     pad = gather < 0
@@ -205,8 +208,9 @@ def _chunk(num_heads: int, n: int, itemsize: int) -> int:
     return max(1, CHUNK_BYTES // (num_heads * n * n * itemsize))
 
 
-def _split_heads(qkv: torch.Tensor, plan: WindowPlan, num_heads: int, scale: float
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _split_heads(
+    qkv: torch.Tensor, plan: WindowPlan, num_heads: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Bw*N, 3C) -> scale*q (Bw*H, N, d), k^T (Bw*H, d, N), v (Bw*H, N, d), all contiguous.
 
     q is scaled before the product, as MONAI does, so the scores are bit-for-bit the same products."""
@@ -226,8 +230,9 @@ def group_mask(bias: torch.Tensor, grp: MaskGroup) -> torch.Tensor:
     return mask if grp.pattern is None else mask + grp.pattern.to(bias.dtype)
 
 
-def _chunks(plan: WindowPlan, bias: torch.Tensor, num_heads: int, itemsize: int
-            ) -> list[tuple[MaskGroup, list[tuple[int, int, torch.Tensor]]]]:
+def _chunks(
+    plan: WindowPlan, bias: torch.Tensor, num_heads: int, itemsize: int
+) -> list[tuple[MaskGroup, list[tuple[int, int, torch.Tensor]]]]:
     """Per mask group: (row start, row stop, (rows, R, N) additive mask) over the (Bw*H) batch, where
     R = the group's real query tokens."""
     n = plan.tokens
@@ -258,8 +263,9 @@ class WindowAttentionFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan,
-                num_heads: int, scale: float) -> torch.Tensor:
+    def forward(
+        ctx, qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan, num_heads: int, scale: float
+    ) -> torch.Tensor:
         bw, n = plan.num_windows, plan.tokens
         q, kt, v = _split_heads(qkv, plan, num_heads, scale)
         out = torch.zeros_like(v)
@@ -313,8 +319,9 @@ class WindowAttentionFunction(torch.autograd.Function):
         return grad_qkv, grad_bias, None, None, None
 
 
-def window_attention(qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan, num_heads: int,
-                     scale: float) -> torch.Tensor:
+def window_attention(
+    qkv: torch.Tensor, bias: torch.Tensor, plan: WindowPlan, num_heads: int, scale: float
+) -> torch.Tensor:
     """(B*nW*N, 3C) qkv rows, (H, N, N) bias -> (B*nW*N, C) attention output (see module docstring).
 
     CUDA: one ``scaled_dot_product_attention`` call per mask group (its efficient kernels take a
