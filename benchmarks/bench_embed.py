@@ -60,15 +60,29 @@ def _time(fn: Any, device: torch.device, warmup: int, reps: int) -> float:
     return statistics.median(times)
 
 
-def run_case(name: str, width: int, blocks: tuple[int, ...], shape: tuple[int, int, int], spacing: float,
-             device: torch.device, warmup: int, reps: int, points: int) -> dict[str, Any]:
+def run_case(
+    name: str,
+    width: int,
+    blocks: tuple[int, ...],
+    shape: tuple[int, int, int],
+    spacing: float,
+    device: torch.device,
+    warmup: int,
+    reps: int,
+    points: int,
+) -> dict[str, Any]:
     torch.manual_seed(0)
     net = SAMNet(1, width, blocks, 128).to(device).eval()
     rng = np.random.default_rng(0)
     vol = Volume(rng.random((1, *shape), dtype=np.float32), np.diag([spacing] * 3 + [1.0]), f"{name}.nii.gz")
     nvox = float(np.prod(shape))
-    row: dict[str, Any] = {"case": name, "shape": list(shape), "width": width, "blocks": list(blocks),
-                           "params": sum(p.numel() for p in net.parameters())}
+    row: dict[str, Any] = {
+        "case": name,
+        "shape": list(shape),
+        "width": width,
+        "blocks": list(blocks),
+        "params": sum(p.numel() for p in net.parameters()),
+    }
     for label, window in (("whole", None), ("windowed128", 128)):
         t = _time(lambda w=window: embed_volume(net, vol, window=w, device=device), device, warmup, reps)
         row[f"embed_{label}_s"] = t
@@ -96,13 +110,17 @@ def main() -> None:
     device = torch.device(args.device)
     cases = QUICK if args.quick else CASES
     warmup, reps = (0, 1) if args.quick else (1, args.reps)
-    rows = [run_case(*c, device=device, warmup=warmup, reps=reps, points=16 if args.quick else args.points)
-            for c in cases]
+    rows = [
+        run_case(*c, device=device, warmup=warmup, reps=reps, points=16 if args.quick else args.points)
+        for c in cases
+    ]
     for r in rows:
-        print(f"{r['case']:10s} {tuple(r['shape'])} params {r['params'] / 1e6:.2f} M | embed whole "
-              f"{r['embed_whole_s']:.2f} s ({r['embed_whole_mvox_per_s']:.2f} Mvox/s), windowed "
-              f"{r['embed_windowed128_s']:.2f} s | npz {r['write_npz_s']:.2f} s, {r['entry_mb']:.1f} MB | "
-              f"match {r['match_points_per_s']:.0f} points/s")
+        print(
+            f"{r['case']:10s} {tuple(r['shape'])} params {r['params'] / 1e6:.2f} M | embed whole "
+            f"{r['embed_whole_s']:.2f} s ({r['embed_whole_mvox_per_s']:.2f} Mvox/s), windowed "
+            f"{r['embed_windowed128_s']:.2f} s | npz {r['write_npz_s']:.2f} s, {r['entry_mb']:.1f} MB | "
+            f"match {r['match_points_per_s']:.0f} points/s"
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -13,8 +13,13 @@ from anatssl.engine.checkpoint import FORMAT, VERSION, atomic_torch_save
 from anatssl.methods import build_method
 
 
-def write_phantom(path: Path, seed: int = 0, shape: tuple[int, int, int] = (40, 36, 44),
-                  spacing: tuple[float, float, float] = (4.0, 4.0, 4.0), shift: float = 0.0) -> Path:
+def write_phantom(
+    path: Path,
+    seed: int = 0,
+    shape: tuple[int, int, int] = (40, 36, 44),
+    spacing: tuple[float, float, float] = (4.0, 4.0, 4.0),
+    shift: float = 0.0,
+) -> Path:
     """A blobby CT-like phantom (HU) in air, saved as NIfTI (RAS affine)."""
     rng = np.random.default_rng(seed)
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
@@ -36,7 +41,15 @@ def make_sam_run(root: Path, seed: int = 0, method: str = "sam", **over: str) ->
     m = build_method(cfg)
     root.mkdir(parents=True, exist_ok=True)
     save_yaml(pretrain_config_to_dict(cfg), root / "config.yaml")
-    atomic_torch_save({"format": FORMAT, "version": VERSION, "step": 0, "method": method,
-                       "config": pretrain_config_to_dict(cfg), "model": m.state_dict()},
-                      root / "checkpoints" / "last.pt")
+    atomic_torch_save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": 0,
+            "method": method,
+            "config": pretrain_config_to_dict(cfg),
+            "model": m.state_dict(),
+        },
+        root / "checkpoints" / "last.pt",
+    )
     return root

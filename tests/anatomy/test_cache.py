@@ -40,8 +40,11 @@ def test_embed_get_round_trip_and_skip(setup: tuple[Path, Path, list[Path]], tmp
     assert emap.meta["volume_shape"] == list(vol.spatial_shape)
     assert emap.fine_shape == tuple(-(-s // 2) for s in vol.spatial_shape)
     # the fine grid is the volume's grid at stride 2, block-centred
-    np.testing.assert_allclose(EmbeddingMap.grid_to_world(emap.fine_affine, [1, 2, 3]),
-                               vol.voxel_to_world([2.5, 4.5, 6.5]), atol=1e-9)
+    np.testing.assert_allclose(
+        EmbeddingMap.grid_to_world(emap.fine_affine, [1, 2, 3]),
+        vol.voxel_to_world([2.5, 4.5, 6.5]),
+        atol=1e-9,
+    )
     cache.get(scans[1], volume=vol)  # same geometry: fine
     assert emap.fine_mask is not None and emap.fine_mask.shape == emap.fine_shape
     assert emap.fine_mask.any() and not emap.fine_mask.all()  # body and air

@@ -11,8 +11,9 @@ from anatssl.anatomy.sam_model import grid_affine
 from anatssl.errors import DataError
 
 
-def _map(seed: int, shape: tuple[int, int, int] = (20, 16, 24), vol_affine: np.ndarray | None = None,
-         d: int = 32) -> EmbeddingMap:
+def _map(
+    seed: int, shape: tuple[int, int, int] = (20, 16, 24), vol_affine: np.ndarray | None = None, d: int = 32
+) -> EmbeddingMap:
     g = torch.Generator().manual_seed(seed)
     aff = np.diag([2.0, 2.0, 3.0, 1.0]) if vol_affine is None else vol_affine
     fshape = tuple(-(-s // 2) for s in shape)

@@ -32,8 +32,9 @@ RADIUS = 30.0
 class Subject:
     """A volume whose anatomy is ``u = scale * (world - shift)``; a ball of radius 30 mm is the body."""
 
-    def __init__(self, affine: np.ndarray, shape: tuple[int, int, int], scale: float, shift: np.ndarray,
-                 path: str) -> None:
+    def __init__(
+        self, affine: np.ndarray, shape: tuple[int, int, int], scale: float, shift: np.ndarray, path: str
+    ) -> None:
         self.scale, self.shift = scale, np.asarray(shift, dtype=np.float64)
         grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
         vol = Volume(np.zeros((1, *shape), np.float32), affine, path)
@@ -61,8 +62,9 @@ def _grid_affine(vol_affine: np.ndarray, stride: int) -> np.ndarray:
     return vol_affine @ m
 
 
-def ideal_embedding(s: Subject, fine_stride: int = 2, coarse_stride: int = 8, dim: int = 64,
-                    seed: int = 0) -> EmbeddingMap:
+def ideal_embedding(
+    s: Subject, fine_stride: int = 2, coarse_stride: int = 8, dim: int = 64, seed: int = 0
+) -> EmbeddingMap:
     rng = np.random.default_rng(seed)  # the same features for every subject
     w_f, b_f = rng.normal(0, 1 / 6.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2)
     w_c, b_c = rng.normal(0, 1 / 25.0, (dim // 2, 3)), rng.uniform(0, 2 * np.pi, dim // 2)
@@ -240,8 +242,9 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
         path = data / f"case_{i}.nii.gz"
         nib.save(nib.Nifti1Image(s.image_hu.astype(np.int16), s.affine), str(path))
         landmarks[str(path)] = {k: np.asarray(v) for k, v in s.landmarks.items()}
-    sam_cfg = load_pretrain_config("sam", "tiny", None, ["train.max_steps=400", "train.progress=false",
-                                                         "train.tensorboard=false"])
+    sam_cfg = load_pretrain_config(
+        "sam", "tiny", None, ["train.max_steps=400", "train.progress=false", "train.tensorboard=false"]
+    )
     pretrain(sam_cfg, str(data), tmp_path / "sam")
     embed_dataset(tmp_path / "sam", data, tmp_path / "emb", progress=False)
     cache = EmbeddingCache(tmp_path / "emb")
@@ -277,7 +280,9 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
                 r = fg_b[rng.integers(len(fg_b))]
                 rnd_err.append(np.linalg.norm(vb.voxel_to_world(r) - landmarks[pb][name]))
     assert len(sam_err) >= 20
-    print(f"trained SAM: mean landmark error {np.mean(sam_err):.1f} mm "
-          f"(random pairing {np.mean(rnd_err):.1f} mm, n = {len(sam_err)})")
+    print(
+        f"trained SAM: mean landmark error {np.mean(sam_err):.1f} mm "
+        f"(random pairing {np.mean(rnd_err):.1f} mm, n = {len(sam_err)})"
+    )
     assert np.max(gap) < 1e-3  # the same maximum as SAM's matching (float16 maps: ~1e-4 apart)
     assert np.mean(sam_err) < 0.8 * np.mean(rnd_err)

@@ -20,8 +20,9 @@ def _linear_volume() -> Volume:
 
 
 def _views(**kw: object) -> SAMViews:
-    args = dict(crop_size=(24, 24, 24), num_pairs=64, contrast_range=(1.0, 1.0), brightness=0.0,
-                noise_std=0.0)
+    args = dict(
+        crop_size=(24, 24, 24), num_pairs=64, contrast_range=(1.0, 1.0), brightness=0.0, noise_std=0.0
+    )
     args.update(kw)
     return SAMViews(**args)  # type: ignore[arg-type]
 

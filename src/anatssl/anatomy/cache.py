@@ -78,18 +78,32 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 
 def save_map(emap: EmbeddingMap, path: str | Path) -> None:
     buf = io.BytesIO()
-    extra = {} if emap.fine_mask is None else {"fine_mask": np.asarray(emap.fine_mask, dtype=bool)}
-    np.savez(buf, fine=emap.fine.astype(np.float16), coarse=emap.coarse.astype(np.float16),
-             fine_affine=emap.fine_affine, coarse_affine=emap.coarse_affine,
-             meta=np.array(json.dumps(emap.meta)), **extra)
+    extra: dict[str, Any] = (
+        {} if emap.fine_mask is None else {"fine_mask": np.asarray(emap.fine_mask, dtype=bool)}
+    )
+    np.savez(
+        buf,
+        fine=emap.fine.astype(np.float16),
+        coarse=emap.coarse.astype(np.float16),
+        fine_affine=emap.fine_affine,
+        coarse_affine=emap.coarse_affine,
+        meta=np.array(json.dumps(emap.meta)),
+        **extra,
+    )
     atomic_write_bytes(buf.getvalue(), Path(path))
 
 
 def load_map(path: str | Path) -> EmbeddingMap:
     try:
         with np.load(path, allow_pickle=False) as z:
-            emap = EmbeddingMap(z["fine"], z["coarse"], z["fine_affine"], z["coarse_affine"],
-                                json.loads(str(z["meta"])), z["fine_mask"] if "fine_mask" in z else None)
+            emap = EmbeddingMap(
+                z["fine"],
+                z["coarse"],
+                z["fine_affine"],
+                z["coarse_affine"],
+                json.loads(str(z["meta"])),
+                z["fine_mask"] if "fine_mask" in z else None,
+            )
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"cannot read embedding {path}: {e}; delete it and re-run `anatssl embed`") from e
     check_consistent(emap, str(path))
@@ -100,11 +114,15 @@ def load_map(path: str | Path) -> EmbeddingMap:
 def check_consistent(emap: EmbeddingMap, where: str) -> None:
     """The arrays must have the shapes their recorded volume geometry implies."""
     if emap.fine.ndim != 4 or emap.coarse.ndim != 4 or emap.fine.shape[0] != emap.coarse.shape[0]:
-        raise DataError(f"{where}: embedding arrays have shapes {emap.fine.shape} / {emap.coarse.shape}; "
-                        "expected (D, X, Y, Z) each with the same D")
+        raise DataError(
+            f"{where}: embedding arrays have shapes {emap.fine.shape} / {emap.coarse.shape}; "
+            "expected (D, X, Y, Z) each with the same D"
+        )
     if emap.fine_mask is not None and tuple(emap.fine_mask.shape) != tuple(emap.fine.shape[1:]):
-        raise DataError(f"{where}: fine_mask {tuple(emap.fine_mask.shape)} does not match the fine grid "
-                        f"{tuple(emap.fine.shape[1:])}; re-run `anatssl embed`")
+        raise DataError(
+            f"{where}: fine_mask {tuple(emap.fine_mask.shape)} does not match the fine grid "
+            f"{tuple(emap.fine.shape[1:])}; re-run `anatssl embed`"
+        )
     raw = emap.meta.get("volume_shape")
     if isinstance(raw, (list, tuple)):
         shape = tuple(int(n) for n in raw)
@@ -112,8 +130,10 @@ def check_consistent(emap: EmbeddingMap, where: str) -> None:
             s = int(str(emap.meta[f"{key}_stride"]))
             want = tuple(-(-n // s) for n in shape)
             if tuple(arr.shape[1:]) != want:
-                raise DataError(f"{where}: {key} grid {tuple(arr.shape[1:])} does not fit a volume of "
-                                f"{shape} at stride {s} (expected {want}); re-run `anatssl embed`")
+                raise DataError(
+                    f"{where}: {key} grid {tuple(arr.shape[1:])} does not fit a volume of "
+                    f"{shape} at stride {s} (expected {want}); re-run `anatssl embed`"
+                )
 
 
 def check_geometry(emap: EmbeddingMap, volume: Volume) -> None:
@@ -149,11 +169,16 @@ def fine_foreground(volume: Volume, stride: int = 2, threshold: float = FG_THRES
     pad = [(0, (-s) % stride) for s in img.shape]
     img = np.pad(img, pad)
     x, y, z = (s // stride for s in img.shape)
-    return img.reshape(x, stride, y, stride, z, stride).any(axis=(1, 3, 5))
+    return np.asarray(img.reshape(x, stride, y, stride, z, stride).any(axis=(1, 3, 5)))
 
 
-def embed_volume(net: SAMNet, volume: Volume, window: int | None = 128, device: str | torch.device = "cpu",
-                 extra_meta: dict[str, Any] | None = None) -> EmbeddingMap:
+def embed_volume(
+    net: SAMNet,
+    volume: Volume,
+    window: int | None = 128,
+    device: str | torch.device = "cpu",
+    extra_meta: dict[str, Any] | None = None,
+) -> EmbeddingMap:
     """One preprocessed :class:`Volume` -> its :class:`EmbeddingMap` (float16, unit-norm, with affines, and
     the body mask of the fine grid)."""
     x = torch.from_numpy(np.array(volume.image, dtype=np.float32))[None].to(device)
@@ -198,8 +223,10 @@ class EmbeddingCache:
 
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.is_file():
-            raise DataError(f"{self.root} is not a SAM embedding cache (no {MANIFEST}); create it with "
-                            "`anatssl embed --model RUN --data PATH --out DIR`")
+            raise DataError(
+                f"{self.root} is not a SAM embedding cache (no {MANIFEST}); create it with "
+                "`anatssl embed --model RUN --data PATH --out DIR`"
+            )
         try:
             m = json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as e:
@@ -212,9 +239,15 @@ class EmbeddingCache:
 
     def write_manifest(self, model_run: str, model_hash: str, data: DataConfig, net: SAMNet) -> None:
         m = {
-            "format": CACHE_FORMAT, "version": CACHE_VERSION, "model_run": str(Path(model_run).resolve()),
-            "model_hash": model_hash, "preset": to_dict(data), "preset_hash": preset_hash(data),
-            "fine_stride": net.fine_stride, "coarse_stride": net.coarse_stride, "embed_dim": net.embed_dim,
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            "model_run": str(Path(model_run).resolve()),
+            "model_hash": model_hash,
+            "preset": to_dict(data),
+            "preset_hash": preset_hash(data),
+            "fine_stride": net.fine_stride,
+            "coarse_stride": net.coarse_stride,
+            "embed_dim": net.embed_dim,
         }
         atomic_write_bytes(json.dumps(m, indent=1).encode(), self.manifest_path)
 
@@ -244,8 +277,14 @@ class EmbeddingCache:
 
     def put(self, volume_path: str | Path, emap: EmbeddingMap, model_hash: str, preset: str) -> Path:
         """Store ``emap`` as the entry of ``volume_path``, stamped with the hashes that make it fresh."""
-        emap.meta.update({"source": str(volume_path), "source_hash": source_hash(volume_path),
-                          "model_hash": model_hash, "preset_hash": preset})
+        emap.meta.update(
+            {
+                "source": str(volume_path),
+                "source_hash": source_hash(volume_path),
+                "model_hash": model_hash,
+                "preset_hash": preset,
+            }
+        )
         path = self.entry_path(volume_path)
         save_map(emap, path)
         return path
@@ -270,8 +309,10 @@ class EmbeddingCache:
         if self.check_model:
             now = self._model_hash_now(m)
             if now is not None and now != m["model_hash"]:
-                raise DataError(f"the embeddings in {self.root} are stale: the weights of {m['model_run']} "
-                                f"changed since they were computed; {redo}")
+                raise DataError(
+                    f"the embeddings in {self.root} are stale: the weights of {m['model_run']} "
+                    f"changed since they were computed; {redo}"
+                )
         emap = load_map(self.entry_path(volume_path))
         if volume is not None:
             check_geometry(emap, volume)

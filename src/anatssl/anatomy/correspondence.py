@@ -68,8 +68,9 @@ def dense_feature_embedder(run: str | Path, layer: str = "decoder") -> Callable[
     try:
         method.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"{run}: weights do not fit the {cfg.method!r} method of its config: "
-                              f"{str(e).splitlines()[0]}") from e
+        raise CheckpointError(
+            f"{run}: weights do not fit the {cfg.method!r} method of its config: {str(e).splitlines()[0]}"
+        ) from e
     backbone: Any = method.encoder().eval()
     if not hasattr(backbone, "encode"):
         raise CheckpointError(f"{run}: the encoder of method {cfg.method!r} has no dense features (encode)")
@@ -83,8 +84,13 @@ def dense_feature_embedder(run: str | Path, layer: str = "decoder") -> Callable[
         n = [-(-s // 2) for s in shape]
         f = F.normalize(f[0, :, : n[0], : n[1], : n[2]].float(), dim=0).numpy().astype(np.float16)
         aff = grid_affine(volume.affine, 2)
-        meta = {"source": volume.path, "volume_shape": list(volume.spatial_shape),
-                "volume_affine": np.asarray(volume.affine).tolist(), "fine_stride": 2, "coarse_stride": 2}
+        meta = {
+            "source": volume.path,
+            "volume_shape": list(volume.spatial_shape),
+            "volume_affine": np.asarray(volume.affine).tolist(),
+            "fine_stride": 2,
+            "coarse_stride": 2,
+        }
         return EmbeddingMap(f, f, aff, aff, meta, fine_mask=fine_foreground(volume, 2))
 
     return embed
@@ -111,8 +117,12 @@ def summarise(errors: np.ndarray) -> dict[str, float]:
     if e.size == 0:
         nan = float("nan")
         return {"mre_mm": nan, "median_mm": nan, f"within_{int(WITHIN_MM)}mm": nan, "n": 0}
-    return {"mre_mm": float(e.mean()), "median_mm": float(np.median(e)),
-            f"within_{int(WITHIN_MM)}mm": float((e <= WITHIN_MM).mean()), "n": int(e.size)}
+    return {
+        "mre_mm": float(e.mean()),
+        "median_mm": float(np.median(e)),
+        f"within_{int(WITHIN_MM)}mm": float((e <= WITHIN_MM).mean()),
+        "n": int(e.size),
+    }
 
 
 def evaluate_correspondence(
@@ -137,8 +147,10 @@ def evaluate_correspondence(
     if max_subjects:
         vols = vols[:max_subjects]
     if len(vols) < 2:
-        raise DataError(f"correspondence needs >= 2 scans with landmarks, got {len(vols)}; the dataset's "
-                        "entries must reference landmark JSON files (`landmarks` in dataset.json)")
+        raise DataError(
+            f"correspondence needs >= 2 scans with landmarks, got {len(vols)}; the dataset's "
+            "entries must reference landmark JSON files (`landmarks` in dataset.json)"
+        )
     rng = np.random.default_rng(seed)
     total = len(vols) + len(vols) * (len(vols) - 1)
     done = 0
@@ -152,8 +164,9 @@ def evaluate_correspondence(
     for v in vols:
         fg = np.argwhere(v.image[0] > fg_threshold)
         if len(fg) == 0:
-            raise DataError(f"{v.path}: no voxel above the foreground threshold {fg_threshold}; check the "
-                            "modality preset")
+            raise DataError(
+                f"{v.path}: no voxel above the foreground threshold {fg_threshold}; check the modality preset"
+            )
         fgs.append(fg)
     errs: dict[str, list[float]] = {"model": [], "same_voxel": [], "random_foreground": []}
     per_lm: dict[str, list[float]] = {}

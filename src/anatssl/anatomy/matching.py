@@ -31,8 +31,10 @@ def volume_box(emap: EmbeddingMap) -> tuple[np.ndarray, np.ndarray]:
     Falls back to the fine grid itself for maps without that record (e.g. made by other code).
     """
     if "volume_affine" in emap.meta and "volume_shape" in emap.meta:
-        return (np.asarray(emap.meta["volume_affine"], dtype=np.float64),
-                np.asarray(emap.meta["volume_shape"], dtype=np.int64))
+        return (
+            np.asarray(emap.meta["volume_affine"], dtype=np.float64),
+            np.asarray(emap.meta["volume_shape"], dtype=np.int64),
+        )
     return np.asarray(emap.fine_affine, dtype=np.float64), np.asarray(emap.fine_shape, dtype=np.int64)
 
 
@@ -74,8 +76,10 @@ def query_embeddings(emap: EmbeddingMap, points_world: np.ndarray) -> tuple[torc
     (measured: self-matching a scan with blended queries misses by tens of mm; with the nearest cell
     it is exact up to the stride).
     """
-    return (F.normalize(_nearest(emap.fine, emap.fine_affine, points_world), dim=1),
-            F.normalize(_nearest(emap.coarse, emap.coarse_affine, points_world), dim=1))
+    return (
+        F.normalize(_nearest(emap.fine, emap.fine_affine, points_world), dim=1),
+        F.normalize(_nearest(emap.coarse, emap.coarse_affine, points_world), dim=1),
+    )
 
 
 def iter_similarity(
@@ -85,8 +89,10 @@ def iter_similarity(
     pts = np.atleast_2d(np.asarray(points_world, dtype=np.float64))
     check_inside(map_a, pts, "A")
     if map_a.fine.shape[0] != map_b.fine.shape[0] or map_a.coarse.shape[0] != map_b.coarse.shape[0]:
-        raise DataError(f"embeddings of A and B have different widths ({map_a.fine.shape[0]} vs "
-                        f"{map_b.fine.shape[0]}); they come from different models")
+        raise DataError(
+            f"embeddings of A and B have different widths ({map_a.fine.shape[0]} vs "
+            f"{map_b.fine.shape[0]}); they come from different models"
+        )
     qf, qc = query_embeddings(map_a, pts)
     fshape = map_b.fine_shape
     fb = torch.from_numpy(np.asarray(map_b.fine, dtype=np.float32)).reshape(map_b.fine.shape[0], -1)  # (D, M)

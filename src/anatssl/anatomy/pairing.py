@@ -81,8 +81,11 @@ def _trilinear_table(frac: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.
             for dz in (0, 1):
                 c = np.minimum(i0 + np.array([dx, dy, dz]), hi.astype(np.int64))
                 idx[:, n] = np.ravel_multi_index((c[:, 0], c[:, 1], c[:, 2]), shape)
-                w[:, n] = ((t[:, 0] if dx else 1 - t[:, 0]) * (t[:, 1] if dy else 1 - t[:, 1])
-                           * (t[:, 2] if dz else 1 - t[:, 2]))
+                w[:, n] = (
+                    (t[:, 0] if dx else 1 - t[:, 0])
+                    * (t[:, 1] if dy else 1 - t[:, 1])
+                    * (t[:, 2] if dz else 1 - t[:, 2])
+                )
                 n += 1
     return idx, w
 
@@ -151,8 +154,9 @@ class _FineIndex:
         up_idx, up_w = _trilinear_table(frac, emb.coarse.shape[1:])  # (Nf, 8)
         nf = len(up_idx)
         # sparse (Nf, Nc) trilinear upsampling matrix: 8 weights per fine-grid row
-        self.upsample = sparse.csr_matrix((up_w.ravel(), up_idx.ravel(), np.arange(0, 8 * nf + 1, 8)),
-                                          shape=(nf, self.coarse.shape[0]))
+        self.upsample = sparse.csr_matrix(
+            (up_w.ravel(), up_idx.ravel(), np.arange(0, 8 * nf + 1, 8)), shape=(nf, self.coarse.shape[0])
+        )
 
     def similarity(self, fq: np.ndarray, cq: np.ndarray) -> np.ndarray:
         """(K, D) fine and coarse query vectors -> (Nf, K) ½(fine cos + upsampled coarse cos), fine grid."""
@@ -280,8 +284,12 @@ class PairMiner:
             return self._fg[key]
         shape = np.asarray(volume.spatial_shape)
         margin = np.minimum(self.border_margin, (shape - 1) // 2)
-        inner = volume.image[0, margin[0] : shape[0] - margin[0], margin[1] : shape[1] - margin[1],
-                             margin[2] : shape[2] - margin[2]]
+        inner = volume.image[
+            0,
+            margin[0] : shape[0] - margin[0],
+            margin[1] : shape[1] - margin[1],
+            margin[2] : shape[2] - margin[2],
+        ]
         fg = np.argwhere(inner > self.foreground_threshold) + margin
         if len(fg) == 0:
             raise DataError(
@@ -349,19 +357,36 @@ class PairMiner:
             ok = np.flatnonzero(score > self.threshold)
             if len(ok):
                 i = int(ok[0])
-                return self._result(cand[start + i], vol_b, emb_b, sim[:, i], int(flat[i]), float(score[i]),
-                                    start + i + 1, True)
+                return self._result(
+                    cand[start + i],
+                    vol_b,
+                    emb_b,
+                    sim[:, i],
+                    int(flat[i]),
+                    float(score[i]),
+                    start + i + 1,
+                    True,
+                )
             j = int(score.argmax())
             if score[j] > best_score:
                 best_score, best_i, best_flat = float(score[j]), start + j, int(flat[j])
                 best_sim = sim[:, j].copy()
             start, size = start + len(pts), min(2 * size, self.chunk)
-        return self._result(cand[best_i], vol_b, emb_b, best_sim, best_flat, best_score, self.max_tries,
-                            False)
+        return self._result(
+            cand[best_i], vol_b, emb_b, best_sim, best_flat, best_score, self.max_tries, False
+        )
 
     @staticmethod
-    def _result(p: np.ndarray, vol_b: Volume, emb_b: EmbeddingMap, sim: np.ndarray, flat: int, score: float,
-                tries: int, accepted: bool) -> MinedPair:
+    def _result(
+        p: np.ndarray,
+        vol_b: Volume,
+        emb_b: EmbeddingMap,
+        sim: np.ndarray,
+        flat: int,
+        score: float,
+        tries: int,
+        accepted: bool,
+    ) -> MinedPair:
         """The pair, p' refined to B's voxel grid; ``score`` stays the fine-grid maximum that was tested."""
         vb, _ = refine_to_voxel(sim, flat, vol_b, emb_b)
         return MinedPair(np.asarray(p, dtype=np.int64).copy(), vb, score, tries, accepted)

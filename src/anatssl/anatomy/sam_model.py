@@ -80,24 +80,30 @@ class SAMNet(nn.Module):
     ) -> None:
         super().__init__()
         if width < 1 or embed_dim < 1 or in_channels < 1:
-            raise ValueError(f"width, embed_dim and in_channels must be >= 1, got {width}, {embed_dim}, "
-                             f"{in_channels}")
+            raise ValueError(
+                f"width, embed_dim and in_channels must be >= 1, got {width}, {embed_dim}, {in_channels}"
+            )
         if len(blocks) < 2 or any(b < 0 for b in blocks):
             raise ValueError(f"blocks must list >= 2 stages of >= 0 residual blocks, got {blocks}")
         fpn_dim = fpn_dim or 2 * width
         chans = [width * 2**s for s in range(len(blocks))]
-        self.stem = nn.Sequential(nn.Conv3d(in_channels, width, 3, padding=1, bias=False),
-                                  nn.BatchNorm3d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv3d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm3d(width),
+            nn.ReLU(inplace=True),
+        )
         self.stages = nn.ModuleList()
         prev = width
         for ch, nb in zip(chans, blocks):
             self.stages.append(nn.Sequential(_down(prev, ch), *[_ResBlock(ch) for _ in range(nb)]))
             prev = ch
         self.laterals = nn.ModuleList([nn.Conv3d(ch, fpn_dim, 1) for ch in chans])
-        self.fine_head = nn.Sequential(nn.Conv3d(fpn_dim, fpn_dim, 3, padding=1), nn.ReLU(inplace=True),
-                                       nn.Conv3d(fpn_dim, embed_dim, 1))
-        self.coarse_head = nn.Sequential(nn.Conv3d(chans[-1], chans[-1], 1), nn.ReLU(inplace=True),
-                                         nn.Conv3d(chans[-1], embed_dim, 1))
+        self.fine_head = nn.Sequential(
+            nn.Conv3d(fpn_dim, fpn_dim, 3, padding=1), nn.ReLU(inplace=True), nn.Conv3d(fpn_dim, embed_dim, 1)
+        )
+        self.coarse_head = nn.Sequential(
+            nn.Conv3d(chans[-1], chans[-1], 1), nn.ReLU(inplace=True), nn.Conv3d(chans[-1], embed_dim, 1)
+        )
         self.embed_dim = embed_dim
         self.fine_stride = 2
         self.coarse_stride = 2 ** len(blocks)
@@ -106,8 +112,10 @@ class SAMNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         bad = [s for s in x.shape[2:] if s % self.input_multiple]
         if bad:
-            raise ValueError(f"SAMNet input spatial size {tuple(x.shape[2:])} must be divisible by "
-                             f"{self.input_multiple}; pad with pad_to_multiple()")
+            raise ValueError(
+                f"SAMNet input spatial size {tuple(x.shape[2:])} must be divisible by "
+                f"{self.input_multiple}; pad with pad_to_multiple()"
+            )
         h = self.stem(x)
         feats = []
         for stage in self.stages:
@@ -191,8 +199,12 @@ def embed_tensor(
                     out = net(xp[:, :, i : i + wins[0], j : j + wins[1], k : k + wins[2]])
                     for key, acc, s in (("fine", fine, fs), ("coarse", coarse, cs)):
                         o = out[key][0]
-                        acc[:, i // s : i // s + o.shape[1], j // s : j // s + o.shape[2],
-                            k // s : k // s + o.shape[3]] += o
+                        acc[
+                            :,
+                            i // s : i // s + o.shape[1],
+                            j // s : j // s + o.shape[2],
+                            k // s : k // s + o.shape[3],
+                        ] += o
         fine, coarse = F.normalize(fine, dim=0), F.normalize(coarse, dim=0)
     fx, fy, fz = grid_shape(shape, fs)
     cx, cy, cz = grid_shape(shape, cs)
@@ -224,12 +236,13 @@ def load_sam_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[S
     cfg = build_pretrain_config(raw)
     p = cfg.params
     net = SAMNet(cfg.model.in_channels, p.width, tuple(p.blocks), p.embed_dim, p.fpn_dim or None)
-    state = {k[len("net."):]: v for k, v in ckpt["model"].items() if k.startswith("net.")}
+    state = {k[len("net.") :]: v for k, v in ckpt["model"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the SAM network of its config: "
-                              f"{str(e).splitlines()[0]}") from e
+        raise CheckpointError(
+            f"{path}: weights do not fit the SAM network of its config: {str(e).splitlines()[0]}"
+        ) from e
     net.to(device).eval()
     return net, cfg, weights_hash(state)
 

@@ -28,15 +28,26 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="RUN",
-                   help="a SAM run directory (config.yaml + checkpoints/last.pt) or its checkpoint file")
-    p.add_argument("--data", required=True,
-                   help="dataset.json, a folder of NIfTI files / DICOM series, a CSV, or one volume file")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN",
+        help="a SAM run directory (config.yaml + checkpoints/last.pt) or its checkpoint file",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="dataset.json, a folder of NIfTI files / DICOM series, a CSV, or one volume file",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="cache directory (created; reused later)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--window", type=int, default=128,
-                   help="embed volumes larger than this many voxels per axis in overlapping windows "
-                   "(0: whole volume at once; default 128)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=128,
+        help="embed volumes larger than this many voxels per axis in overlapping windows "
+        "(0: whole volume at once; default 128)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
     p.set_defaults(func=run)
     return p
@@ -45,7 +56,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from anatssl.anatomy.cache import embed_dataset
 
-    stats = embed_dataset(args.model, args.data, args.out, device=args.device, window=args.window or None,
-                          progress=not args.no_progress)
+    stats = embed_dataset(
+        args.model,
+        args.data,
+        args.out,
+        device=args.device,
+        window=args.window or None,
+        progress=not args.no_progress,
+    )
     print(f"embedded {stats['computed']} scan(s), {stats['skipped']} already cached -> {args.out}")
     return 0

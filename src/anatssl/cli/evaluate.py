@@ -29,15 +29,27 @@ data preset.
 
 
 def add_correspondence_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="RUN",
-                   help="a pretraining run (SAM or any other method) or its checkpoint file")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN",
+        help="a pretraining run (SAM or any other method) or its checkpoint file",
+    )
     p.add_argument("--data", required=True, help="dataset.json (or its folder) whose entries list landmarks")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory; writes DIR/metrics.json")
-    p.add_argument("--features", choices=["decoder", "encoder"], default="decoder",
-                   help="non-SAM runs: the backbone's stride-2 decoder output (default) or first encoder "
-                   "stage, L2-normalised")
-    p.add_argument("--max-subjects", type=int, default=None,
-                   help="use only the first N subjects with landmarks (N (N-1) ordered pairs); default all")
+    p.add_argument(
+        "--features",
+        choices=["decoder", "encoder"],
+        default="decoder",
+        help="non-SAM runs: the backbone's stride-2 decoder output (default) or first encoder "
+        "stage, L2-normalised",
+    )
+    p.add_argument(
+        "--max-subjects",
+        type=int,
+        default=None,
+        help="use only the first N subjects with landmarks (N (N-1) ordered pairs); default all",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-foreground baseline (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -59,16 +71,19 @@ def run_correspondence(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        metrics = evaluate_correspondence(vols, embed, seed=args.seed, max_subjects=args.max_subjects,
-                                          progress=progress)
+        metrics = evaluate_correspondence(
+            vols, embed, seed=args.seed, max_subjects=args.max_subjects, progress=progress
+        )
     metrics["model_run"] = str(args.model)
     metrics["method"] = cfg.method
     metrics["features"] = "sam" if cfg.method == "sam" else args.features
     path = write_metrics(metrics, out)
     for name in ("model", "same_voxel", "random_foreground"):
         m = metrics[name]
-        print(f"{name:18s} MRE {m['mre_mm']:7.2f} mm  median {m['median_mm']:7.2f} mm  "
-              f"within 10 mm {100 * m['within_10mm']:5.1f} %  (n={m['n']})")
+        print(
+            f"{name:18s} MRE {m['mre_mm']:7.2f} mm  median {m['median_mm']:7.2f} mm  "
+            f"within 10 mm {100 * m['within_10mm']:5.1f} %  (n={m['n']})"
+        )
     print(f"-> {path}")
     return 0
 
@@ -80,7 +95,8 @@ Task = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Names
 
 TASKS: dict[str, Task] = {
     "correspondence": (
-        add_correspondence_args, run_correspondence,
+        add_correspondence_args,
+        run_correspondence,
         "landmark matching across subjects (mean radial error) vs. no-learning and chance baselines",
         CORRESPONDENCE_EPILOG,
     ),
@@ -96,8 +112,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     for name, (add_args, run_task, help_line, epilog) in TASKS.items():
-        tp = tasks.add_parser(name, help=help_line, description=help_line, epilog=epilog,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        tp = tasks.add_parser(
+            name,
+            help=help_line,
+            description=help_line,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         add_args(tp)
         tp.set_defaults(func=run_task)
     p.set_defaults(func=run, _evaluate_parser=p)

@@ -35,13 +35,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="RUN", help="a SAM run directory or its checkpoint file")
     p.add_argument("--a", required=True, metavar="IMG", help="scan A (NIfTI file, DICOM series folder, ...)")
     p.add_argument("--b", required=True, metavar="IMG", help="scan B")
-    p.add_argument("--point", required=True, metavar="x,y,z",
-                   help="the query point in A: world mm (RAS), or voxel indices of A's file with --voxel")
+    p.add_argument(
+        "--point",
+        required=True,
+        metavar="x,y,z",
+        help="the query point in A: world mm (RAS), or voxel indices of A's file with --voxel",
+    )
     p.add_argument("--voxel", action="store_true", help="--point holds voxel indices (i,j,k) of A's file")
-    p.add_argument("--png", metavar="FILE",
-                   help="also draw the query in A and the match in B on three orthogonal slices")
-    p.add_argument("--embeddings", metavar="DIR",
-                   help="read both embeddings from this cache (`anatssl embed`) instead of computing them")
+    p.add_argument(
+        "--png", metavar="FILE", help="also draw the query in A and the match in B on three orthogonal slices"
+    )
+    p.add_argument(
+        "--embeddings",
+        metavar="DIR",
+        help="read both embeddings from this cache (`anatssl embed`) instead of computing them",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run)
     return p
@@ -100,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def draw_match(vol_a: Any, point_a: np.ndarray, vol_b: Any, point_b: np.ndarray, score: float,
-               path: str | Path) -> None:
+def draw_match(
+    vol_a: Any, point_a: np.ndarray, vol_b: Any, point_b: np.ndarray, score: float, path: str | Path
+) -> None:
     """Rows A / B, columns axial / coronal / sagittal slices through the query and the match (PNG)."""
     import matplotlib
 
@@ -116,14 +125,18 @@ def draw_match(vol_a: Any, point_a: np.ndarray, vol_b: Any, point_b: np.ndarray,
         v = np.clip(np.rint(vol.world_to_voxel(pt)), 0, np.asarray(img.shape) - 1).astype(int)
         sp = vol.spacing
         # (slice, horizontal axis, vertical axis) in RAS voxel axes
-        views = (("axial", img[:, :, v[2]], 0, 1), ("coronal", img[:, v[1], :], 0, 2),
-                 ("sagittal", img[v[0], :, :], 1, 2))
+        views = (
+            ("axial", img[:, :, v[2]], 0, 1),
+            ("coronal", img[:, v[1], :], 0, 2),
+            ("sagittal", img[v[0], :, :], 1, 2),
+        )
         for col, (title, sl, h, w) in enumerate(views):
             ax = axes[row, col]
             ax.imshow(sl.T, cmap="gray", origin="lower", aspect=sp[w] / sp[h], vmin=0, vmax=1)
             ax.plot(v[h], v[w], "r+", markersize=14, markeredgewidth=2)
-            ax.set_title(f"{name} {title}" + (f" (score {score:.2f})" if row == 1 and col == 0 else ""),
-                         fontsize=9)
+            ax.set_title(
+                f"{name} {title}" + (f" (score {score:.2f})" if row == 1 and col == 0 else ""), fontsize=9
+            )
             ax.axis("off")
     fig.tight_layout()
     import io

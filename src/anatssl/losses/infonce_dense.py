@@ -42,11 +42,14 @@ def dense_info_nce(
         scalar loss (0 when every weight is 0).
     """
     if anchor.ndim != 2 or positive.shape != anchor.shape:
-        raise ValueError(f"anchor and positive must both be (N, D), got {tuple(anchor.shape)}, "
-                         f"{tuple(positive.shape)}")
+        raise ValueError(
+            f"anchor and positive must both be (N, D), got {tuple(anchor.shape)}, {tuple(positive.shape)}"
+        )
     if negatives.ndim != 3 or negatives.shape[0] != anchor.shape[0] or negatives.shape[2] != anchor.shape[1]:
-        raise ValueError(f"negatives must be (N, K, D) = ({anchor.shape[0]}, K, {anchor.shape[1]}), "
-                         f"got {tuple(negatives.shape)}")
+        raise ValueError(
+            f"negatives must be (N, K, D) = ({anchor.shape[0]}, K, {anchor.shape[1]}), "
+            f"got {tuple(negatives.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     pos = (anchor * positive).sum(-1, keepdim=True) / temperature  # (N, 1)

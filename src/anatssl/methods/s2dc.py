@@ -234,10 +234,10 @@ class S2DC(SSLMethod):
                     z_s,
                     z_t,
                     g_mat,
-                    float(hp.tau),
+                    float(hp.tau or 0.07),  # never None: resolved in S2DCConfig.__post_init__
                     self.alpha,
                     hp.matcher,
-                    hp.sinkhorn_iters,  # type: ignore[arg-type]
+                    hp.sinkhorn_iters,
                 )
                 total = total + hp.w_p2p * l_p2p
                 out["p2p"] = l_p2p.detach()

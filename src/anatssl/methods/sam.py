@@ -98,13 +98,21 @@ class SAM(SSLMethod):
         self.net = SAMNet(cfg.model.in_channels, p.width, tuple(p.blocks), p.embed_dim, p.fpn_dim or None)
         bad = [c for c in p.crop_size if c % self.net.input_multiple]
         if bad:
-            raise ConfigError(f"sam.crop_size {tuple(p.crop_size)} must be divisible by "
-                              f"{self.net.input_multiple} (2 ** len(sam.blocks))")
+            raise ConfigError(
+                f"sam.crop_size {tuple(p.crop_size)} must be divisible by "
+                f"{self.net.input_multiple} (2 ** len(sam.blocks))"
+            )
         self._views = SAMViews(
             crop_size=tuple(p.crop_size),  # type: ignore[arg-type]
-            num_pairs=p.num_pairs, scale_range=p.scale_range, rotate_deg=p.rotate_deg, max_shift=p.max_shift,
-            contrast_range=p.contrast_range, brightness=p.brightness, noise_std=p.noise_std,
-            blur_sigma=p.blur_sigma, fg_threshold=p.fg_threshold,
+            num_pairs=p.num_pairs,
+            scale_range=p.scale_range,
+            rotate_deg=p.rotate_deg,
+            max_shift=p.max_shift,
+            contrast_range=p.contrast_range,
+            brightness=p.brightness,
+            noise_std=p.noise_std,
+            blur_sigma=p.blur_sigma,
+            fg_threshold=p.fg_threshold,
         )
 
     @property
@@ -122,8 +130,13 @@ class SAM(SSLMethod):
         lf, lc, pos_sim = [], [], []
         for i in range(b):
             terms = self.pair_losses(
-                fine[i], fine[b + i], coarse[i], coarse[b + i],
-                batch["pts1"][i].float(), batch["pts2"][i].float(), batch["valid"][i].bool(),
+                fine[i],
+                fine[b + i],
+                coarse[i],
+                coarse[b + i],
+                batch["pts1"][i].float(),
+                batch["pts2"][i].float(),
+                batch["valid"][i].bool(),
                 batch["grid2mm"][i].float(),
             )
             lf.append(terms["loss_fine"])
