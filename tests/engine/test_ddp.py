@@ -52,7 +52,7 @@ def test_two_process_gloo_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
         [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(run)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
