@@ -111,7 +111,9 @@ def test_sample_order_is_a_function_of_position() -> None:
 
 
 SCRIPT = """
-import sys
+import signal, sys
+# a shell that starts jobs in the background (nohup, `&`) hands them SIGINT ignored; restore Ctrl-C
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from engine_fixtures import FAST_SWINSSL, MemorySource
 from anatssl.config import load_pretrain_config
