@@ -136,15 +136,21 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path: Path) -> None:
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    deadline = time.time() + 600  # generous: CI machines can be slow; the loop exits as soon as ready
-    metrics = run / "metrics.jsonl"
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-        if proc.poll() is not None:
-            pytest.fail(f"training exited early: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.2)
-    assert metrics.exists() and len(metrics.read_text().splitlines()) >= 2, "no training steps within 600 s"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=600)
+    try:
+        deadline = time.time() + 600  # generous: CI machines can be slow; the loop exits as soon as ready
+        metrics = run / "metrics.jsonl"
+        while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early: {proc.communicate()[1][-2000:]}")
+            time.sleep(0.2)
+        assert metrics.exists() and len(metrics.read_text().splitlines()) >= 2, (
+            "no training steps within 600 s"
+        )
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:  # never leave a training process behind
+            proc.kill()
     assert proc.returncode != 0
     assert "interrupted: saved" in err
     step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]

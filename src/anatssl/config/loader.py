@@ -30,6 +30,20 @@ def available_presets(kind: str, prefix: str = "") -> list[str]:
     return sorted(p.stem[len(prefix) :] for p in root.glob(f"{prefix}*.yaml"))
 
 
+def read_preset(kind: str, prefix: str, preset: str, what: str) -> dict[str, Any]:
+    """``configs/<kind>/<prefix><preset>.yaml`` as a dict; a missing one is a ConfigError listing the rest.
+
+    ``what`` names the preset in the message, e.g. ``"preset 'huge' for method 'swinssl'"``.
+    """
+    path = preset_path(kind, f"{prefix}{preset}")
+    if not path.is_file():
+        have = available_presets(kind, prefix)
+        raise ConfigError(
+            f"no {what} ({path.name} not found); available presets: {', '.join(have) or '(none)'}"
+        )
+    return read_yaml(path)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from anatssl.config.loader import (
-    available_presets,
     deep_merge,
     from_dict,
     parse_overrides,
-    preset_path,
+    read_preset,
     read_yaml,
     to_dict,
 )
@@ -74,14 +73,8 @@ def load_pretrain_config(
     """The full resolution chain used by ``anatssl pretrain``."""
     raw: dict[str, Any] = {"method": method}
     if preset:
-        path = preset_path("pretrain", f"{method}_{preset}")
-        if not path.is_file():
-            have = available_presets("pretrain", f"{method}_")
-            raise ConfigError(
-                f"no preset {preset!r} for method {method!r} ({path.name} not found); "
-                f"available presets: {', '.join(have) or '(none)'}"
-            )
-        raw = deep_merge(raw, read_yaml(path))
+        preset_raw = read_preset("pretrain", f"{method}_", preset, f"preset {preset!r} for method {method!r}")
+        raw = deep_merge(raw, preset_raw)
         raw["preset"] = preset
     if config_file:
         raw = deep_merge(raw, read_yaml(config_file))

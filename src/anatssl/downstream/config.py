@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from anatssl.config.loader import (
-    available_presets,
     deep_merge,
     from_dict,
     parse_overrides,
-    preset_path,
+    read_preset,
     read_yaml,
     to_dict,
 )
@@ -182,15 +181,8 @@ def load_finetune_config(
     """
     raw: dict[str, Any] = {"task": task}
     if preset:
-        name = f"{_preset_task(task)}_{preset}"
-        path = preset_path("finetune", name)
-        if not path.is_file():
-            have = available_presets("finetune", f"{_preset_task(task)}_")
-            raise ConfigError(
-                f"no fine-tuning preset {preset!r} for task {task!r} ({path.name} not found); "
-                f"available presets: {', '.join(have) or '(none)'}"
-            )
-        raw = deep_merge(raw, read_yaml(path))
+        what = f"fine-tuning preset {preset!r} for task {task!r}"
+        raw = deep_merge(raw, read_preset("finetune", f"{_preset_task(task)}_", preset, what))
         raw["preset"] = preset
     if from_init:
         if from_init.get("model"):
