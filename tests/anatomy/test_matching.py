@@ -33,12 +33,12 @@ def test_self_match_is_exact_and_vectorised() -> None:
     rng = np.random.default_rng(0)
     idx = np.stack([rng.integers(0, n, 50) for n in a.fine_shape], -1)
     pts = _fine_centres(a, idx)
-    got, score = match_points(a, a, pts, chunk=7)
+    got, score = match_points(a, a, pts, chunk=7, subcell=False)
     np.testing.assert_allclose(got, pts, atol=1e-9)
     assert np.all(score > 0.6) and np.all(score <= 1.0 + 1e-3)  # fine term 1, coarse interpolated
     # the same, one point at a time
     for i in range(0, 50, 10):
-        g1, s1 = match_points(a, a, pts[i : i + 1])
+        g1, s1 = match_points(a, a, pts[i : i + 1], subcell=False)
         np.testing.assert_allclose(g1[0], got[i])
         assert s1[0] == pytest.approx(score[i], abs=1e-5)
 
@@ -49,8 +49,8 @@ def test_query_uses_the_cell_that_holds_the_point() -> None:
     idx = np.array([[3, 4, 5], [7, 2, 9]])
     centre = _fine_centres(a, idx)
     off = _fine_centres(a, idx + np.array([0.45, -0.4, 0.3])) - centre
-    got_c, s_c = match_points(a, a, centre)
-    got_o, s_o = match_points(a, a, centre + off)
+    got_c, s_c = match_points(a, a, centre, subcell=False)
+    got_o, s_o = match_points(a, a, centre + off, subcell=False)
     np.testing.assert_allclose(got_o, got_c)
     np.testing.assert_allclose(s_o, s_c)
 
@@ -61,7 +61,7 @@ def test_body_mask_restricts_the_argmax() -> None:
     pts = _fine_centres(a, np.array([[2, 2, 2], [6, 5, 4]]))
     b.fine_mask = np.ones(b.fine_shape, dtype=bool)
     b.fine_mask[:4] = False  # the first cells along x are "air"
-    got, score = match_points(a, b, pts)
+    got, score = match_points(a, b, pts, subcell=False)
     np.testing.assert_allclose(got[1], pts[1])  # inside the body: found
     assert EmbeddingMap.world_to_grid(b.fine_affine, got[0])[0] >= 4 - 1e-9 and score[0] < score[1]
 
@@ -77,7 +77,7 @@ def test_match_goes_through_world_coordinates() -> None:
     # A's fine cell (i, j, k) is B's cell (i, Fy-1-j, k) -> world differs by a known map
     idx = np.array([[1, 2, 3], [5, 0, 7], [9, 7, 11]])
     pts = _fine_centres(a, idx)
-    got, _ = match_points(a, b, pts)
+    got, _ = match_points(a, b, pts, subcell=False)
     want = _fine_centres(b, np.stack([idx[:, 0], a.fine_shape[1] - 1 - idx[:, 1], idx[:, 2]], -1))
     np.testing.assert_allclose(got, want, atol=1e-9)
 
@@ -91,7 +91,7 @@ def test_coarse_term_is_upsampled_to_the_fine_grid() -> None:
     pts = EmbeddingMap.grid_to_world(a.coarse_affine, cells)  # coarse-cell centres
     sim = similarity(a, a, pts)
     assert sim.shape == (3, *a.fine_shape)
-    got, _ = match_points(a, a, pts)
+    got, _ = match_points(a, a, pts, subcell=False)
     # the match is one of the fine cells next to the coarse centre, i.e. inside that coarse cell
     np.testing.assert_array_equal(np.rint(EmbeddingMap.world_to_grid(a.coarse_affine, got)), cells)
     # interior cells: one voxel from the centre (fine centres sit at 2g + 0.5, coarse at 8c + 3.5);
@@ -108,3 +108,39 @@ def test_point_outside_volume() -> None:
 def test_models_of_different_width() -> None:
     with pytest.raises(DataError, match="different models"):
         match_points(_map(0, d=16), _map(1, d=32), np.array([[5.0, 5.0, 5.0]]))
+
+
+def test_subcell_peak_and_query_offset() -> None:
+    """A smooth map whose similarity peaks between grid points: the parabola finds the peak, and a query
+    off its cell centre moves the answer by the same offset."""
+    shape = (12, 10, 14)
+    aff = np.diag([2.0, 2.0, 3.0, 1.0])
+    fshape = tuple(-(-s // 2) for s in shape)
+    a = _map(6, shape=shape, vol_affine=aff, d=3)
+    # fine vectors of B point along a direction that turns slowly with x: cos(angle(x) - angle(x0))
+    # peaks at the continuous x0 and falls off like a parabola near it
+    x = np.arange(fshape[0], dtype=np.float64)
+    ang = 0.3 * x
+    fine = np.zeros((3, *fshape), np.float32)
+    fine[0] = np.cos(ang)[:, None, None]
+    fine[1] = np.sin(ang)[:, None, None]
+    a.fine = fine.astype(np.float16)
+    a.coarse[:] = 0
+    a.coarse[2] = 1  # uninformative coarse term
+    b = _map(6, shape=shape, vol_affine=aff, d=3)
+    b.fine, b.coarse = a.fine.copy(), a.coarse.copy()
+    # query: cell (3, 2, 2) of A, whose vector is at angle 0.9; in B make the exact angle sit at x = 4.3
+    b.fine[0] = np.cos(0.3 * (x - 1.3))[:, None, None]
+    b.fine[1] = np.sin(0.3 * (x - 1.3))[:, None, None]
+    centre = EmbeddingMap.grid_to_world(a.fine_affine, np.array([[3.0, 2.0, 2.0]]))
+    plain, _ = match_points(a, b, centre, subcell=False)
+    sub, _ = match_points(a, b, centre, subcell=True)
+    gx_plain = EmbeddingMap.world_to_grid(b.fine_affine, plain)[0, 0]
+    gx_sub = EmbeddingMap.world_to_grid(b.fine_affine, sub)[0, 0]
+    assert gx_plain == pytest.approx(4.0)
+    assert abs(gx_sub - 4.3) < 0.05  # parabola of a cosine near its peak (float16 maps)
+    # y and z: every cell alike along them, no peak, no offset: the answer stays on the cell centre
+    np.testing.assert_allclose(sub[0, 1:], plain[0, 1:])
+    # a query 1.5 mm off its cell centre along z moves the answer by 1.5 mm
+    moved, _ = match_points(a, b, centre + np.array([[0.0, 0.0, 1.5]]), subcell=True)
+    np.testing.assert_allclose(moved - sub, [[0.0, 0.0, 1.5]], atol=1e-9)

@@ -198,3 +198,15 @@ def test_a_scan_that_fails_mid_run_is_skipped_with_a_warning(tmp_path: Path, cap
     assert len(_rows(tmp_path / "r")) == 3
     warnings = [r.getMessage() for r in caplog.records if "skipping a bad scan" in r.getMessage()]
     assert len(warnings) == 1 and "mem_1.nii.gz" in warnings[0]
+
+
+def test_max_minutes_pauses_with_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    # 1e-6 minutes: the limit is crossed by the first step, which is saved
+    pretrain(_cfg("train.max_steps=3", "train.ckpt_every=100", "train.max_minutes=1e-6"), MemorySource(), run)
+    assert [r["step"] for r in _rows(run)] == [1]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+    pretrain(_cfg("train.max_steps=3", "train.ckpt_every=100"), MemorySource(), run, resume=True)
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3]
+    with pytest.raises(ConfigError, match="train.max_minutes must be > 0"):
+        _cfg("train.max_minutes=0")

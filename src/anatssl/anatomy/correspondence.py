@@ -202,6 +202,7 @@ def evaluate_correspondence(
     out["pairs"] = len(vols) * (len(vols) - 1)
     out["skipped_outside_volume"] = skipped
     out["fine_spacing_mm"] = [float(s) for s in np.linalg.norm(maps[0].fine_affine[:3, :3], axis=0)]
+    out["matching"] = "argmax of 1/2 (fine + coarse) cosine, sub-cell refined (matching.match_points)"
     return out
 
 

@@ -53,6 +53,34 @@ def foreground_voxels(image: np.ndarray, threshold: float, path: str) -> np.ndar
     return fg
 
 
+def _in_box(vox: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(N, 3) voxel positions -> (N,) bool, inside the half-open kept part ``[lo, hi)`` of a view."""
+    return np.all((vox >= box[0]) & (vox < box[1]), axis=1)
+
+
+def tissue_remap(
+    x: np.ndarray, rng: np.random.Generator, shift: float, bands: int, centre_range: tuple[float, float]
+) -> np.ndarray:
+    """A random, smooth, non-monotone intensity remap ``x + sum_k a_k exp(-(x - c_k)^2 / 2 w_k^2)``.
+
+    Two crops of one scan show each tissue at exactly the same intensity, but two patients do not
+    (contrast phase, scanner, physiology: kidney cortex is ~30 HU unenhanced and ~170 HU venous). A
+    global contrast/brightness change keeps the order of tissues, so a network can still match by the
+    exact HU of a tissue and fail across patients. Shifting a few random intensity bands up or down
+    (amplitude ``a_k ~ U(-shift, shift)``, centre ``c_k ~ U(centre_range)``, width ``w_k ~ U(0.01,
+    0.04)``), independently per view, changes the relative intensities of tissues as a change of patient
+    does, while edges and shapes stay where they are, so matching must rely on anatomy.
+    Hand-written: MONAI's intensity transforms (RandHistogramShift, RandAdjustContrast) are monotone.
+    """
+    out = x
+    for _ in range(bands):
+        a = rng.uniform(-shift, shift)
+        c = rng.uniform(*centre_range)
+        w = rng.uniform(0.01, 0.04)
+        out = out + a * np.exp(-0.5 * ((x - c) / w) ** 2)
+    return out
+
+
 @dataclass
 class SAMViews:
     """Picklable ``(volume, rng, source) -> dict`` of SAM's two views and their correspondence.
@@ -82,6 +110,18 @@ class SAMViews:
     one scan share its noise and fine texture; blurring them differently (and adding independent noise)
     keeps the network from matching by that texture instead of by anatomy."""
     fg_threshold: float = 0.05
+    tissue_shift: float = 0.0
+    """Largest shift of one intensity band (normalised units) by the per-view tissue remap, 0 = off."""
+    tissue_bands: int = 3
+    """Number of Gaussian bumps of the remap (see :func:`tissue_remap`)."""
+    tissue_range: tuple[float, float] = (0.45, 0.65)
+    """Intensities (normalised) where the bumps are centred: soft tissue for the CT preset."""
+    fov_cut: float = 0.0
+    """Field-of-view cut: each end of each axis of a view is, with probability 1/2, blanked (set to the
+    background value 0) to a depth ~ U(0, fov_cut) of the crop, independently per view. Both crops of
+    one scan share the scan's edges at the same anatomical place, so without it a network can locate a
+    point by its distance to the edge of the scan, a cue that does not carry over to a patient scanned
+    over another range. Pairs whose point falls in a blanked part of either view are not used."""
 
     def __post_init__(self) -> None:
         if any(c % FINE_STRIDE or c < 2 * FINE_STRIDE for c in self.crop_size):
@@ -113,7 +153,8 @@ class SAMViews:
         shift = rng.uniform(-1, 1, size=3) * self.max_shift * crop * np.abs(np.diag(a1))
         a2, t2 = self._transform(rng, c1 + shift)
 
-        views = [self._sample(img, a, t, rng) for a, t in ((a1, t1), (a2, t2))]
+        boxes = [self._fov_box(rng) for _ in range(2)]
+        views = [self._sample(img, a, t, rng, box) for (a, t), box in zip(((a1, t1), (a2, t2)), boxes)]
 
         # fine grid of view 1 (block centres) -> input voxels -> view 2 voxels -> view 2 fine grid
         fshape = (crop // FINE_STRIDE).astype(int)
@@ -124,7 +165,7 @@ class SAMViews:
         g2 = (v2 - (FINE_STRIDE - 1) / 2) / FINE_STRIDE
         in_view2 = np.all((g2 >= 0) & (g2 <= fshape - 1), axis=1)
         in_volume = np.all((inp >= 0) & (inp <= shape - 1), axis=1)
-        ok = in_view2 & in_volume
+        ok = in_view2 & in_volume & _in_box(v1, boxes[0]) & _in_box(v2, boxes[1])
         vals = map_coordinates(img[0], inp.T, order=1, mode="constant", cval=0.0)
         is_fg = ok & (vals > self.fg_threshold)
         chosen = self._choose(rng, np.flatnonzero(is_fg), np.flatnonzero(ok & ~is_fg))
@@ -151,14 +192,35 @@ class SAMViews:
         take_bg = rng.permutation(bg_idx)[:rest] if rest > 0 else bg_idx[:0]
         return np.concatenate([take_fg, take_bg]).astype(np.int64)
 
-    def _sample(self, img: np.ndarray, a: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Resample one view (trilinear, zero outside the volume) and augment its intensities."""
+    def _fov_box(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) voxel bounds of the part of a view that is kept (see ``fov_cut``)."""
+        crop = np.asarray(self.crop_size, dtype=np.float64)
+        lo, hi = np.full(3, -0.5), crop - 0.5
+        if self.fov_cut > 0:
+            cut = rng.uniform(0, self.fov_cut, size=(2, 3)) * crop * (rng.random((2, 3)) < 0.5)
+            lo, hi = lo + cut[0], hi - cut[1]
+        return lo, hi
+
+    def _sample(
+        self,
+        img: np.ndarray,
+        a: np.ndarray,
+        t: np.ndarray,
+        rng: np.random.Generator,
+        box: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Resample one view (trilinear, zero outside the volume and the ``box``), augment its intensities."""
         grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in self.crop_size], indexing="ij"))
         coords = np.einsum("ij,jxyz->ixyz", a, grid) + t[:, None, None, None]
         out = np.stack([map_coordinates(c, coords, order=1, mode="constant", cval=0.0) for c in img])
+        if box is not None and self.fov_cut > 0:
+            keep = _in_box(grid.reshape(3, -1).T, box).reshape(self.crop_size)
+            out = out * keep
         if self.blur_sigma[1] > 0:
             sigma = rng.uniform(*self.blur_sigma)
             out = np.stack([gaussian_filter(c, sigma) for c in out]) if sigma > 0 else out
+        if self.tissue_shift > 0:
+            out = tissue_remap(out, rng, self.tissue_shift, self.tissue_bands, self.tissue_range)
         out = out * rng.uniform(*self.contrast_range) + rng.uniform(-self.brightness, self.brightness)
         if self.noise_std > 0:
             out = out + rng.normal(0, self.noise_std, size=out.shape)

@@ -52,6 +52,10 @@ def _check(cfg: PretrainConfig) -> None:
         raise ConfigError(f"train.max_steps must be >= 1, got {cfg.train.max_steps}")
     if cfg.train.batch_size < 1:
         raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
+    if cfg.train.max_minutes is not None and not cfg.train.max_minutes > 0:
+        raise ConfigError(
+            f"train.max_minutes must be > 0 (or null for no limit), got {cfg.train.max_minutes}"
+        )
     if cfg.train.grad_accum < 1:
         raise ConfigError(f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
     if cfg.train.amp not in ("none", "bf16", "fp16"):

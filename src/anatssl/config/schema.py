@@ -68,6 +68,9 @@ class TrainConfig:
     """Length of the run: every schedule (lr, weight decay, EMA momentum ...) spans these steps."""
     stop_after: int | None = None
     """Pause after this many steps (checkpoint saved); ``--resume`` continues on the same schedules."""
+    max_minutes: float | None = None
+    """Pause once this much wall time has passed in this invocation (checkpoint saved at the step that
+    crosses it); ``--resume`` continues on the same schedules. For job time limits and fixed budgets."""
     batch_size: int = 2
     """Volumes per process per step."""
     grad_accum: int = 1

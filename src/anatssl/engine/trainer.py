@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from anatssl.config import PretrainConfig, pretrain_config_to_dict, save_yaml
@@ -295,6 +296,16 @@ class Trainer:
         self.method.on_step_end(step)
         return totals
 
+    def _out_of_time(self, t_run: float) -> bool:
+        """Whether ``train.max_minutes`` has passed; rank 0's clock decides for every rank."""
+        limit = self.cfg.train.max_minutes
+        if limit is None:
+            return False
+        flag = torch.tensor(float(time.perf_counter() - t_run > 60.0 * limit), device=self.device)
+        if D.is_dist():
+            dist.broadcast(flag, 0)
+        return bool(flag.item())
+
     def fit(self) -> Path:
         cfg = self.cfg
         if self.resume:
@@ -331,6 +342,14 @@ class Trainer:
                         row = {"step": step, **terms, "lr": lr, "weight_decay": wd, "seconds": seconds}
                         logger.log(row)
                     logger.advance(step, terms["loss"], seconds)
+                    if self._out_of_time(t_run) and step < stop:
+                        log.info(
+                            "train.max_minutes=%g reached at step %d of %d; continue with --resume",
+                            cfg.train.max_minutes,
+                            step,
+                            cfg.train.max_steps,
+                        )
+                        stop = step
                     if step % cfg.train.ckpt_every == 0 or step == stop:
                         self.save(step)
         except KeyboardInterrupt:

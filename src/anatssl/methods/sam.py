@@ -66,6 +66,12 @@ class SAMConfig:
     noise_std: float = 0.03
     blur_sigma: tuple[float, float] = (0.0, 0.0)
     """Per-view Gaussian blur sigma range (voxels); breaks the shared-texture shortcut (see SAMViews)."""
+    tissue_shift: float = 0.0
+    """Per-view random non-monotone intensity remap (see ``sam_views.tissue_remap``), 0 = off."""
+    tissue_bands: int = 3
+    tissue_range: tuple[float, float] = (0.45, 0.65)
+    fov_cut: float = 0.0
+    """Per-view random field-of-view cut, as a fraction of the crop (see ``sam_views.SAMViews``), 0 = off."""
     fg_threshold: float = 0.05
     """Foreground = normalised intensity above this (CT preset [-1000, 1000] HU -> -900 HU)."""
 
@@ -113,6 +119,10 @@ class SAM(SSLMethod):
             noise_std=p.noise_std,
             blur_sigma=p.blur_sigma,
             fg_threshold=p.fg_threshold,
+            tissue_shift=p.tissue_shift,
+            fov_cut=p.fov_cut,
+            tissue_bands=p.tissue_bands,
+            tissue_range=tuple(p.tissue_range),  # type: ignore[arg-type]
         )
 
     @property
