@@ -35,3 +35,17 @@ FAST_SWINSSL = [
     "train.tensorboard=false",
     "optim.warmup_steps=2",
 ]
+
+# overrides that make s2dc run a step in well under a second on CPU (slab 64 x 64 x 32)
+FAST_S2DC = [
+    "model.backbone=conv",
+    "model.feature_size=4",
+    "s2dc.grid=2",
+    "s2dc.crop=32",
+    "s2dc.token_stage=3",
+    "s2dc.patch_hidden=32",
+    "s2dc.patch_dim=16",
+    "s2dc.global_hidden=32",
+    "s2dc.global_dim=16",
+    "s2dc.queue_size=6",
+]

@@ -11,24 +11,31 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from anatssl.engine.checkpoint import load_checkpoint
+from engine_fixtures import FAST_S2DC, FAST_SWINSSL
+
+STEPS = ["train.max_steps=3", "train.batch_size=1"]
+S2DC_OPTS = [*FAST_S2DC, "s2dc.queue_size=8", "train.progress=false", "train.tensorboard=false"]
 
 SCRIPT = """
 import sys, json, os
 sys.path.insert(0, {tests!r})
 import torch
-from engine_fixtures import FAST_SWINSSL, MemorySource
+from engine_fixtures import MemorySource
 from anatssl.config import load_pretrain_config
 from anatssl.engine.trainer import Trainer
 from anatssl.engine import distributed as D
-extra = ["train.max_steps=3", "train.batch_size=1"]
-cfg = load_pretrain_config("swinssl", "tiny", None, [*FAST_SWINSSL, *extra])
-tr = Trainer(cfg, MemorySource(), sys.argv[1])
+spec = json.loads(sys.argv[2])
+cfg = load_pretrain_config(spec["method"], "tiny", None, spec["overrides"])
+tr = Trainer(cfg, MemorySource(shape=tuple(spec["shape"])), sys.argv[1])
 tr.fit()
 total = sum(float(p.detach().double().sum()) for p in tr.method.parameters())
+queue = getattr(tr.method, "queue", None)
 with open(os.path.join(sys.argv[1], f"rank{{D.rank()}}.json"), "w") as f:
-    json.dump({{"rank": D.rank(), "world": D.world_size(), "checksum": total}}, f)
+    json.dump({{"rank": D.rank(), "world": D.world_size(), "checksum": total,
+               "queue": None if queue is None else queue.features().tolist()}}, f)
 """
 
 
@@ -38,18 +45,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
-    reason="torchrun not found",
-)
-def test_two_process_gloo_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
+def _torchrun(tmp_path: Path, spec: dict) -> tuple[Path, list[dict]]:
     script = tmp_path / "ddp.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parents[1])))
     run = tmp_path / "run"
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(run)],
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(run)]
+        + [json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -63,3 +67,28 @@ def test_two_process_gloo_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]  # only rank 0 logs
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+    return run, ranks
+
+
+needs_torchrun = pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not found",
+)
+
+
+@needs_torchrun
+def test_two_process_gloo_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
+    spec = {"method": "swinssl", "overrides": [*FAST_SWINSSL, *STEPS], "shape": [40, 40, 36]}
+    _torchrun(tmp_path, spec)
+
+
+@needs_torchrun
+def test_two_process_s2dc_run_gathers_one_queue(tmp_path: Path) -> None:
+    """S2DC under torchrun: weights in sync, and each rank's queue holds the keys of *both* ranks."""
+    spec = {"method": "s2dc", "overrides": [*S2DC_OPTS, *STEPS], "shape": [64, 64, 32]}
+    _, ranks = _torchrun(tmp_path, spec)
+    q0, q1 = (torch.tensor(r["queue"]) for r in ranks)
+    assert q0.shape == (6, 16)  # 3 steps x 2 ranks x 1 volume, queue of 8 not yet full
+    torch.testing.assert_close(q0, q1, rtol=0, atol=0)
+    # the two keys enqueued at a step came from different volumes (rank 0's, then rank 1's)
+    assert all((q0[2 * i] - q0[2 * i + 1]).abs().max() > 1e-4 for i in range(3))

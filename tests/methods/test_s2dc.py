@@ -3,6 +3,10 @@ token stitching, and start-up errors."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,19 +17,9 @@ from anatssl.engine.data import collate
 from anatssl.errors import ConfigError
 from anatssl.methods import build_method
 from anatssl.methods.s2dc import S2DC
+from engine_fixtures import FAST_S2DC, MemorySource
 
-FAST = [
-    "model.backbone=conv",
-    "model.feature_size=4",
-    "s2dc.grid=2",
-    "s2dc.crop=32",
-    "s2dc.token_stage=3",
-    "s2dc.patch_hidden=32",
-    "s2dc.patch_dim=16",
-    "s2dc.global_hidden=32",
-    "s2dc.global_dim=16",
-    "s2dc.queue_size=6",
-]
+FAST = FAST_S2DC
 
 
 def _volume(seed: int = 0, shape: tuple[int, int, int] = (72, 70, 40)) -> Volume:
@@ -194,3 +188,34 @@ def test_swin_backbone_trains_a_step() -> None:
         for p in method.student["backbone"].swinViT.parameters()  # type: ignore[union-attr]
         if p.requires_grad
     )
+
+
+def test_pretrain_resumes_exactly(tmp_path: Path) -> None:
+    """6 steps in one go == 3 steps, pause, ``--resume`` to 6: same losses, weights, teacher and queue."""
+    from anatssl.engine.checkpoint import load_checkpoint
+    from anatssl.engine.trainer import pretrain
+
+    opts = [
+        *FAST,
+        "train.max_steps=6",
+        "train.batch_size=1",
+        "train.progress=false",
+        "train.tensorboard=false",
+    ]
+    source = MemorySource(n=3, shape=(64, 64, 32))
+    full, part = tmp_path / "full", tmp_path / "part"
+    pretrain(load_pretrain_config("s2dc", "tiny", overrides=opts), source, full)
+    pretrain(load_pretrain_config("s2dc", "tiny", overrides=[*opts, "train.stop_after=3"]), source, part)
+    assert load_checkpoint(part / "checkpoints" / "last.pt")["step"] == 3
+    pretrain(load_pretrain_config("s2dc", "tiny", overrides=opts), source, part, resume=True)
+    rows = [[json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (full, part)]
+    assert [r["step"] for r in rows[1]] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(*rows):
+        for key in ("loss", "p2p", "p2s", "g"):
+            assert math.isfinite(ra[key]) and ra[key] == rb[key], (key, ra, rb)
+    wa = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    wb = load_checkpoint(part / "checkpoints" / "last.pt")["model"]
+    assert any(k.startswith("teacher.") for k in wa) and "queue.queue" in wa
+    assert int(wa["queue.count"]) == 6  # one key per step, queue of 6 now full
+    for k, v in wa.items():
+        torch.testing.assert_close(wb[k], v, rtol=0, atol=0, msg=k)
