@@ -4,8 +4,9 @@ One step = views already cut (random crops, block masks), student forward on the
 teacher forward, CASA, the three losses, backward, per-parameter clipping, AdamW, EMA update: what
 ``anatssl pretrain --method alice`` does per step minus data loading and pair mining (measured
 separately by ``bench_pair_mining.py``). Each configuration runs in a fresh subprocess so that its
-peak memory is its own: CUDA ``max_memory_allocated`` on a GPU, otherwise the growth of the process's
-resident set size during the steps (activations, gradients, optimizer state, allocator slack).
+peak memory is its own: CUDA ``max_memory_allocated`` on a GPU, otherwise the process's peak resident
+set size (``ru_maxrss``: weights, activations, gradients, optimizer state, allocator slack), next to
+the RSS before the first step.
 
 Usage (the lead runs the full table on a quiet machine / a GPU; ``--quick`` is a smoke run)::
 
@@ -67,12 +68,11 @@ def worker(spec: dict) -> dict:
         opt.step()
         method.on_step_end(i)
 
+    rss_before = _rss()
     for i in range(spec["warmup"]):
         step(i)
     if dev.type == "cuda":
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    rss0 = _rss()
     times = []
     for i in range(spec["steps"]):
         t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def worker(spec: dict) -> dict:
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     n_params = sum(p.numel() for p in method.parameters() if p.requires_grad)
     return {
         "preset": spec["preset"],
@@ -96,7 +96,8 @@ def worker(spec: dict) -> dict:
         "step_s_median": statistics.median(times),
         "step_s_all": times,
         "peak_mem_mib": peak / 2**20,
-        "peak_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "RSS growth during steps",
+        "peak_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "peak RSS of the process",
+        "rss_before_steps_mib": rss_before / 2**20,
     }
 
 

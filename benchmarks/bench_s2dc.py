@@ -6,8 +6,10 @@ L_p2s, L_g with the queue) + backward + AdamW, on a batch cut by the method's ow
 a random volume (view cutting is timed separately: it runs in DataLoader workers during training).
 
 Reported per preset: median step time over ``--steps`` timed steps after ``--warmup``, the Sinkhorn
-share of it (the same step with ``s2dc.use_p2p=false`` is timed too), peak memory (CUDA:
-``max_memory_allocated``; CPU: growth of the process's max RSS during the steps), and the view time.
+share of it (the same step with ``s2dc.use_p2p=false`` is timed too), peak memory and the view time.
+Each configuration runs in a fresh subprocess, so its peak memory is its own: CUDA
+``max_memory_allocated``; on CPU the process's peak resident set size (``ru_maxrss``: weights,
+activations, gradients, AdamW state, allocator slack), next to the RSS before the first step.
 
 Usage (the lead runs the full table on a GPU / quiet machine; ``--quick`` is a CPU smoke run)::
 
@@ -20,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,11 @@ QUICK = [
 
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _sync(device: torch.device) -> None:
@@ -86,19 +96,17 @@ def bench(
         opt.zero_grad(set_to_none=True)
         return float(out["loss"].detach())
 
+    rss_before = _rss()
     for i in range(warmup):
         step(i)
     _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    rss0 = _peak_rss()
     times = []
     for i in range(warmup, warmup + steps):
         t0 = time.perf_counter()
         loss = step(i)
         _sync(device)
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss() - rss0
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss()
     return {
         "preset": preset,
         "overrides": overrides,
@@ -111,7 +119,8 @@ def bench(
         "backbone": f"{cfg.model.backbone} fs{cfg.model.feature_size}",
         "step_s": statistics.median(times),
         "peak_mem_gib": peak / 2**30,
-        "peak_mem_kind": "cuda max_memory_allocated" if device.type == "cuda" else "max RSS growth",
+        "peak_mem_kind": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS of the process",
+        "rss_before_steps_gib": rss_before / 2**30,
         "views_s_per_volume": view_s,
         "last_loss": loss,
     }
@@ -130,10 +139,24 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: tiny preset shrunk to a conv net")
     ap.add_argument("--out", type=Path)
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.worker:  # one configuration in this (fresh) process
+        spec = json.loads(args.worker)
+        row = bench(
+            spec["preset"],
+            spec["overrides"],
+            device,
+            args.amp,
+            spec["warmup"],
+            spec["steps"],
+            args.batch_size,
+        )
+        print("RESULT " + json.dumps(row))
+        return
     presets = ["tiny"] if args.quick else args.presets
     extra = [*(QUICK if args.quick else []), *args.overrides]
     warmup, steps = (1, 1) if args.quick else (args.warmup, args.steps)
@@ -141,7 +164,17 @@ def main() -> None:
     for preset in presets:
         variants = [extra] if args.no_ablation else [extra, [*extra, "s2dc.use_p2p=false"]]
         for ov in variants:
-            row = bench(preset, ov, device, args.amp, warmup, steps, args.batch_size)
+            spec = {"preset": preset, "overrides": ov, "warmup": warmup, "steps": steps}
+            cmd = [sys.executable, __file__, "--worker", json.dumps(spec), "--device", args.device]
+            cmd += ["--amp", args.amp, "--threads", str(args.threads)]
+            cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:  # e.g. killed for memory (rc -9): say so, go on
+                print(f"{preset} {ov}: failed (rc {proc.returncode})\n{proc.stderr[-2000:]}")
+                rows.append({"preset": preset, "overrides": ov, "failed": f"rc {proc.returncode}"})
+                continue
+            row = json.loads(line[0][len("RESULT ") :])
             rows.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
     if args.out:
