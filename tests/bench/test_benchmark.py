@@ -105,9 +105,11 @@ def test_smoke_suite_on_given_data_resumes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_smoke_suite_on_synthetic_data(tmp_path: Path) -> None:
+    """The whole suite with two cells at a time in worker processes (``--jobs 2``)."""
     out = tmp_path / "bench"
-    assert _run_cli(["--suite", "smoke", "--out", str(out)]) == 0
+    assert _run_cli(["--suite", "smoke", "--out", str(out), "--jobs", "2"]) == 0
     res = json.loads((out / "results.json").read_text())
+    assert res["this_invocation"]["jobs"] == 2
     assert not res["failures"] and set(res["segmentation"]) == {"scratch", "swinssl", "simmim"}
     assert set(res["correspondence"]) == {"swinssl", "simmim"}  # synthetic subjects carry landmarks
     assert set(res["correspondence_baselines"]) == {"same_voxel", "random_foreground"}
@@ -157,3 +159,41 @@ def test_every_cell_config_of_a_suite_resolves(name: str) -> None:
             )
             assert ft.split.labeled == n
         assert max(suite.labeled) + suite.n_test <= suite.data["n"]
+
+
+def _cell_record(value: int) -> dict:
+    """A cell for the worker-pool test: where and with how many threads it ran."""
+    import os
+
+    import torch
+
+    return {"value": value, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def _failing_cell() -> dict:
+    raise ConfigError("this cell is broken on purpose")
+
+
+def test_cells_run_in_parallel_workers_and_failures_are_collected(tmp_path: Path) -> None:
+    import os
+    from functools import partial
+
+    from anatssl.bench.runner import _run_cells
+
+    store = CellStore(tmp_path)
+    store.put("done", {"value": -1})
+    cells = [
+        ("done", partial(_cell_record, 99)),
+        ("a", partial(_cell_record, 1)),
+        ("b", partial(_cell_record, 2)),
+        ("bad", _failing_cell),
+    ]
+    errors = _run_cells(tmp_path, cells, jobs=2)
+    assert errors == {"bad": "this cell is broken on purpose"}
+    assert store.get("done") == {"value": -1}  # finished earlier: not recomputed
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and b is not None and store.get("bad") is None
+    assert (a["value"], b["value"]) == (1, 2)
+    assert os.getpid() not in (a["pid"], b["pid"])  # ran in worker processes
+    assert a["threads"] == b["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert a["wall_seconds"] >= 0 and a["cell"] == "a"

@@ -120,3 +120,6 @@ def test_benchmark_cli_rejects_bad_seed_lists(tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and "--seeds / --labeled take comma-separated integers" in capsys.readouterr().err
     code = main(["benchmark", "--suite", "smoke", "--out", str(tmp_path / "b"), "--methods", "mae"])
     assert code == 2 and "not in suite 'smoke'" in capsys.readouterr().err
+    code = main(["benchmark", "--suite", "smoke", "--out", str(tmp_path / "b"), "--jobs", "0"])
+    assert code == 2 and "--jobs must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # refused before anything was written

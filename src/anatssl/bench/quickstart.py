@@ -8,7 +8,8 @@ plots, prediction overlays). It is resumable like any suite: rerunning skips fin
 It uses the small CNN backbone (``conv``, 4x cheaper per step than Swin on a CPU) so that fine-tuning
 gets enough steps to segment something in ten minutes; the budget is far too small for pretraining to
 show its worth reliably: it shows the pipeline and the numbers' format, and
-``anatssl benchmark --suite synthetic-small`` (Swin-UNETR) is the comparison.
+``anatssl benchmark --suite synthetic-small`` (every method, two seeds, two label counts) is the
+comparison.
 """
 
 from __future__ import annotations

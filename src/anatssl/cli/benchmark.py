@@ -10,7 +10,7 @@ from typing import Any
 EPILOG = """\
 examples:
   anatssl benchmark --suite smoke --out bench/smoke
-  anatssl benchmark --suite synthetic-small --out bench/small              # hours on a 2-core CPU
+  anatssl benchmark --suite synthetic-small --out bench/small --jobs 2     # hours on a 2-core CPU
   anatssl benchmark --suite synthetic-small --out bench/small --seeds 0 --labeled 2   # a first look
   anatssl benchmark --suite synthetic-small --out bench/small --methods swinssl,simmim
 
@@ -45,6 +45,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--data", help="use this labelled dataset.json instead of generating the suite's synthetic data"
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cells run at once, each in its own process with cpu_count / JOBS torch threads (default 1); "
+        "the numbers do not depend on it beyond floating-point rounding",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -76,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             )
     except ValueError as e:
         raise ConfigError(f"--seeds / --labeled take comma-separated integers: {e}") from e
-    results = run_suite(suite, args.out, methods=methods, data=args.data)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    results = run_suite(suite, args.out, methods=methods, data=args.data, jobs=args.jobs)
     print((Path(args.out) / "results.md").read_text())
     return 1 if results.get("failures") else 0

@@ -84,6 +84,13 @@ def run_correspondence(args: argparse.Namespace) -> int:
             f"{name:18s} MRE {m['mre_mm']:7.2f} mm  median {m['median_mm']:7.2f} mm  "
             f"within 10 mm {100 * m['within_10mm']:5.1f} %  (n={m['n']})"
         )
+    for name, d in metrics["vs_baselines"].items():
+        lo, hi = d["ci95_mm"]
+        print(
+            f"model vs {name}: closer in {100 * d['model_closer']:.1f} % of the matches, mean difference "
+            f"{d['mean_difference_mm']:+.2f} mm (95 % interval {lo:+.2f} to {hi:+.2f}, "
+            "bootstrap over subjects)"
+        )
     print(f"-> {path}")
     return 0
 
