@@ -147,7 +147,10 @@ def test_every_cell_config_of_a_suite_resolves(name: str) -> None:
     for suite in suites:
         for method in suite.methods:
             cfg = load_pretrain_config(
-                method, "tiny", None, [*suite.model, *suite.pretrain, *suite.method_overrides.get(method, ())]
+                method,
+                "tiny",
+                None,
+                [*suite.shared, *suite.pretrain, *suite.method_overrides.get(method, ())],
             )
             assert cfg.model.backbone in {"swin", "conv"}
         for n in suite.labeled:
@@ -155,10 +158,38 @@ def test_every_cell_config_of_a_suite_resolves(name: str) -> None:
                 "segmentation",
                 "tiny",
                 None,
-                [*suite.model, *suite.finetune, f"split.labeled={n}", f"split.n_test={suite.n_test}"],
+                [*suite.shared, *suite.finetune, f"split.labeled={n}", f"split.n_test={suite.n_test}"],
             )
             assert ft.split.labeled == n
         assert max(suite.labeled) + suite.n_test <= suite.data["n"]
+
+
+@pytest.mark.parametrize("name", [*SUITES, "quickstart-alice", "quickstart-swinssl"])
+def test_every_arm_is_fine_tuned_with_the_same_network_and_preprocessing(name: str) -> None:
+    """The comparison measures pretraining, not windows: every pretrained arm (whose run's model and
+    intensity settings the fine-tuning inherits) is fine-tuned exactly like scratch."""
+    from anatssl.bench.quickstart import quickstart_suite
+    from anatssl.config import load_pretrain_config
+    from anatssl.config.pretrain import pretrain_config_to_dict
+    from anatssl.downstream.config import load_finetune_config
+
+    suite = quickstart_suite(name.split("-")[1]) if name.startswith("quickstart") else get_suite(name)
+    ft_overrides = [*suite.shared, *suite.finetune, f"split.labeled={suite.labeled[0]}"]
+
+    def seen(ft):  # type: ignore[no-untyped-def]
+        d = ft.data
+        return (d.modality, tuple(d.hu_window), d.spacing, tuple(d.mri_percentiles), ft.model)
+
+    scratch = seen(load_finetune_config("segmentation", "tiny", None, ft_overrides))
+    for method in suite.methods:
+        pre = load_pretrain_config(
+            method, "tiny", None, [*suite.shared, *suite.pretrain, *suite.method_overrides.get(method, ())]
+        )
+        raw = pretrain_config_to_dict(pre)
+        ft = load_finetune_config(
+            "segmentation", "tiny", None, ft_overrides, from_init={"model": raw["model"], "data": raw["data"]}
+        )
+        assert seen(ft) == scratch, (method, seen(ft), scratch)
 
 
 def _cell_record(value: int) -> dict:

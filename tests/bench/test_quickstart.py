@@ -16,7 +16,7 @@ def test_quickstart_prefers_alice_and_budgets_are_shared() -> None:
     assert default_method() == ("alice" if "alice" in METHODS else "swinssl")
     s = quickstart_suite("swinssl")
     assert s.labeled == (2,) and s.methods == ("swinssl",) and "train.max_steps=60" in s.pretrain
-    assert "model.backbone=conv" in s.model
+    assert "model.backbone=conv" in s.shared
 
 
 @pytest.mark.slow

@@ -108,7 +108,21 @@ def test_evaluate_correspondence(dataset: Path, tmp_path: Path, capsys: pytest.C
         assert set(m[k]) == {"mre_mm", "median_mm", "within_10mm", "n"}
         assert m[k]["n"] == 3 * 2 * 3  # 6 ordered pairs x 3 landmarks
     assert m["subjects"] == 3 and set(m["per_landmark_mre_mm"]) == {"a", "b", "c"}
-    assert "model" in capsys.readouterr().out
+    for b in ("same_voxel", "random_foreground"):  # paired on the same 18 matches
+        d = m["vs_baselines"][b]
+        assert d["n"] == 18 and 0.0 <= d["model_closer"] <= 1.0
+        assert d["mean_difference_mm"] == pytest.approx(m["model"]["mre_mm"] - m[b]["mre_mm"])
+        assert d["ci95_mm"][0] <= d["ci95_mm"][1]
+    printed = capsys.readouterr().out
+    assert "model vs same_voxel: closer in" in printed and "sub-cell" in m["matching"]
+    rc = main(
+        ["evaluate", "correspondence", "--model", str(run), "--data", str(dataset), "--out", str(out)]
+        + ["--no-progress", "--cell-centre"]
+    )
+    assert (
+        rc == 0
+        and "centre of the best fine cell" in json.loads((out / "metrics.json").read_text())["matching"]
+    )
 
 
 @pytest.mark.slow

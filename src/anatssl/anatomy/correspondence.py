@@ -173,6 +173,7 @@ def evaluate_correspondence(
     seed: int = 0,
     max_subjects: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    subcell: bool = True,
 ) -> dict[str, Any]:
     """Match every landmark of each subject into every other subject; errors of model and baselines.
 
@@ -183,6 +184,8 @@ def evaluate_correspondence(
         seed: seed of the random baseline.
         max_subjects: use only the first N subjects (N (N-1) ordered pairs).
         progress: called with (done, total) after each embedded volume and each pair.
+        subcell: sub-cell refined matches (default) or SAM's rule, the centre of the best fine cell
+            (:func:`~anatssl.anatomy.matching.match_points`).
     """
     vols = [v for v in volumes if v.landmarks]
     if max_subjects:
@@ -226,7 +229,7 @@ def evaluate_correspondence(
                 names = [n for n, k in zip(names, ok) if k]
                 pa, pb = pa[ok], pb[ok]
             if names:
-                pred, _ = match_points(maps[i], maps[j], pa)
+                pred, _ = match_points(maps[i], maps[j], pa, subcell=subcell)
                 e = np.linalg.norm(pred - pb, axis=1)
                 errs["model"].extend(e.tolist())
                 pair_of_match += [(i, j)] * len(e)
@@ -251,7 +254,9 @@ def evaluate_correspondence(
     out["pairs"] = len(vols) * (len(vols) - 1)
     out["skipped_outside_volume"] = skipped
     out["fine_spacing_mm"] = [float(s) for s in np.linalg.norm(maps[0].fine_affine[:3, :3], axis=0)]
-    out["matching"] = "argmax of 1/2 (fine + coarse) cosine, sub-cell refined (matching.match_points)"
+    out["matching"] = "argmax of 1/2 (fine + coarse) cosine, " + (
+        "sub-cell refined (matching.match_points)" if subcell else "centre of the best fine cell (SAM's rule)"
+    )
     return out
 
 

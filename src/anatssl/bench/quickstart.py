@@ -37,7 +37,7 @@ def quickstart_suite(method: str, fast: bool = False, seed: int = 0) -> Suite:
             seeds=(seed,),
             labeled=(2,),
             data={"n": 6, "size": 64, "seed": seed},
-            model=("model.backbone=conv", "model.feature_size=8"),
+            shared=("model.backbone=conv", "model.feature_size=8", "data.hu_window=[-1000,1000]"),
             pretrain=("train.max_steps=2", "train.batch_size=1", "train.log_every=1"),
             finetune=(
                 "train.max_steps=2",
@@ -54,13 +54,13 @@ def quickstart_suite(method: str, fast: bool = False, seed: int = 0) -> Suite:
     return Suite(
         name="quickstart",
         description=f"quickstart: {method} pretrained 60 steps on 12 synthetic torsos (96^3) with the small "
-        "CNN backbone, then fine-tuned 60 steps with 2 labelled volumes next to a scratch copy; 4 held-out "
-        "volumes, 1 seed",
+        "CNN backbone, then fine-tuned 60 steps (lr 1e-3) with 2 labelled volumes next to a scratch copy, "
+        "both with the pretraining's HU window [-1000, 1000]; 4 held-out volumes, 1 seed",
         methods=(method,),
         seeds=(seed,),
         labeled=(2,),
         data={"n": 12, "size": 96, "seed": seed},
-        model=("model.backbone=conv", "model.feature_size=12"),
+        shared=("model.backbone=conv", "model.feature_size=12", "data.hu_window=[-1000,1000]"),
         pretrain=(
             "train.max_steps=60",
             "train.batch_size=1",
@@ -73,7 +73,7 @@ def quickstart_suite(method: str, fast: bool = False, seed: int = 0) -> Suite:
             "train.batch_size=1",
             "segmentation.samples_per_volume=2",
             "optim.warmup_steps=5",
-            "optim.lr=3e-4",
+            "optim.lr=1e-3",
         ),
         n_test=4,
         method_overrides=per_method,

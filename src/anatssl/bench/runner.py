@@ -132,7 +132,7 @@ def finetune_cell(init: str, data: Path, out: Path, seed: int, labeled: int, sui
 
     src = resolve_init(init)
     overrides = [
-        *suite.model,
+        *suite.shared,
         *suite.finetune,
         f"seed={seed}",
         f"split.labeled={labeled}",
@@ -254,7 +254,7 @@ def run_suite(
         for seed in suite.seeds:
             run_dir = out / "pretrain" / f"{method}_s{seed}"
             overrides = [
-                *suite.model,
+                *suite.shared,
                 *suite.pretrain,
                 *suite.method_overrides.get(method, ()),
                 f"seed={seed}",

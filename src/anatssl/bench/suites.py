@@ -24,8 +24,11 @@ class Suite:
     """Numbers of labelled training volumes (few-shot points of the Dice-vs-labels curve)."""
     data: dict[str, Any]
     """Synthetic dataset: ``n`` subjects, ``size`` grid, ``seed`` (``anatssl synth`` arguments)."""
-    model: tuple[str, ...]
-    """``model.*`` overrides shared by pretraining and fine-tuning (the one backbone of the comparison)."""
+    shared: tuple[str, ...]
+    """Overrides of every pretraining and every fine-tuning: the one backbone (``model.*``) and the one
+    preprocessing (``data.*``) of the comparison. Without a shared ``data.hu_window`` each pretrained
+    arm would be fine-tuned with its method's window (Alice's preset: [-125, 225] HU, the others'
+    [-1000, 1000]) and scratch with the fine-tuning preset's, so the table would compare windows."""
     pretrain: tuple[str, ...]
     """Overrides every method gets on top of its ``tiny`` preset: the shared budget."""
     finetune: tuple[str, ...]
@@ -48,7 +51,7 @@ SUITES: dict[str, Suite] = {
         seeds=(0,),
         labeled=(2,),
         data={"n": 6, "size": 64, "seed": 0},
-        model=("model.backbone=conv", "model.feature_size=8"),
+        shared=("model.backbone=conv", "model.feature_size=8", "data.hu_window=[-1000,1000]"),
         pretrain=("train.max_steps=2", "train.batch_size=1", "train.ckpt_every=1000", "train.log_every=1"),
         finetune=(
             "train.max_steps=2",
@@ -68,29 +71,30 @@ SUITES: dict[str, Suite] = {
     ),
     "synthetic-small": Suite(
         name="synthetic-small",
-        description="the README comparison at CPU scale: the conv backbone (feature_size 12) pretrained 60 "
-        "steps (batch 1, 64^3 crops) per method on 16 synthetic torsos (96^3), fine-tuned 50 steps (one 64^3 "
-        "crop per step) with 2 and 6 labelled volumes, seeds 0 and 1, scored on 4 held-out volumes",
+        description="the README comparison at CPU scale: the conv backbone (feature_size 12) pretrained 200 "
+        "steps (batch 1, 64^3 crops, one HU window [-1000, 1000] for every method; Alice's SAM trained 1,100 "
+        "steps first) per method on 16 synthetic torsos (96^3), fine-tuned 150 steps (two 64^3 crops per "
+        "step, lr 1e-3) with 2 and 6 labelled volumes, seeds 0 and 1, scored on 4 held-out volumes",
         methods=("swinssl", "simmim", "s2dc", "alice"),
         seeds=(0, 1),
         labeled=(2, 6),
         data={"n": 16, "size": 96, "seed": 0},
-        model=("model.backbone=conv", "model.feature_size=12"),
-        pretrain=("train.max_steps=60", "train.batch_size=1", "train.ckpt_every=20", "train.log_every=2"),
+        shared=("model.backbone=conv", "model.feature_size=12", "data.hu_window=[-1000,1000]"),
+        pretrain=("train.max_steps=200", "train.batch_size=1", "train.ckpt_every=50", "train.log_every=2"),
         finetune=(
-            "train.max_steps=50",
+            "train.max_steps=150",
             "train.batch_size=1",
-            "segmentation.samples_per_volume=1",
+            "segmentation.samples_per_volume=2",
             "segmentation.roi_size=[64,64,64]",
-            "optim.warmup_steps=5",
-            "optim.lr=3e-4",
+            "optim.warmup_steps=10",
+            "optim.lr=1e-3",
         ),
         n_test=4,
         correspondence_subjects=4,
         method_overrides={
             "swinssl": ("swinssl.crop_size=[64,64,64]",),
             "simmim": ("simmim.crop_size=[64,64,64]",),
-            "alice": ("alice.sam_steps=60",),
+            "alice": ("alice.sam_steps=1100",),  # SAM's full tiny preset (docs/methods/sam.md)
         },
     ),
 }

@@ -51,6 +51,11 @@ def add_correspondence_args(p: argparse.ArgumentParser) -> None:
         help="use only the first N subjects with landmarks (N (N-1) ordered pairs); default all",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-foreground baseline (default 0)")
+    p.add_argument(
+        "--cell-centre",
+        action="store_true",
+        help="SAM's matching rule: the centre of the best fine cell (default: sub-cell refined matches)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -72,7 +77,12 @@ def run_correspondence(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total)
 
         metrics = evaluate_correspondence(
-            vols, embed, seed=args.seed, max_subjects=args.max_subjects, progress=progress
+            vols,
+            embed,
+            seed=args.seed,
+            max_subjects=args.max_subjects,
+            progress=progress,
+            subcell=not args.cell_centre,
         )
     metrics["model_run"] = str(args.model)
     metrics["method"] = cfg.method
