@@ -228,3 +228,16 @@ def test_cells_run_in_parallel_workers_and_failures_are_collected(tmp_path: Path
     assert os.getpid() not in (a["pid"], b["pid"])  # ran in worker processes
     assert a["threads"] == b["threads"] == max(1, (os.cpu_count() or 1) // 2)
     assert a["wall_seconds"] >= 0 and a["cell"] == "a"
+
+
+def test_cost_line_says_how_the_cells_ran() -> None:
+    from anatssl.bench.results import _threads
+
+    machine = {"cpu_count": 8, "torch_threads": 8}
+    assert _threads({"machine": machine, "this_invocation": {"jobs": 1}}) == "8 threads"
+    two = {"machine": machine, "this_invocation": {"jobs": 2, "wall_seconds": 600.0}}
+    assert (
+        _threads(two) == "2 cells at a time with 4 torch threads each: 10.0 wall-minutes for the invocation"
+    )
+    eight = {"machine": machine, "this_invocation": {"jobs": 8, "wall_seconds": 60.0}}
+    assert "with 1 torch thread each" in _threads(eight)

@@ -144,6 +144,19 @@ def structure_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _threads(results: dict[str, Any]) -> str:
+    """How the cells of the last invocation ran (``run_suite(jobs=...)``: cpu_count // jobs threads)."""
+    m, inv = results.get("machine", {}), results.get("this_invocation", {})
+    jobs = int(inv.get("jobs", 1))
+    if jobs <= 1:
+        return f"{m.get('torch_threads', '?')} threads"
+    threads = max(1, int(m.get("cpu_count") or 1) // jobs)
+    return (
+        f"{jobs} cells at a time with {threads} torch thread{'s' if threads > 1 else ''} each: "
+        f"{inv.get('wall_seconds', 0) / 60:.1f} wall-minutes for the invocation"
+    )
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     spec = results["spec"]
     cost = results["cost"]
@@ -170,7 +183,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"{cost.get('finetune_cpu_seconds', 0) / 60:.1f} fine-tuning), "
         f"{cost.get('wall_seconds', 0) / 60:.1f} wall-minutes summed over cells, on "
         f"{m.get('processor', '?')} ({m.get('cpu_count', '?')} logical CPUs, torch {m.get('torch', '?')}, "
-        f"{m.get('torch_threads', '?')} threads).",
+        f"{_threads(results)}).",
     ]
     if results.get("failures"):
         text += ["", "Failed cells:", ""] + [f"- `{k}`: {v}" for k, v in results["failures"].items()]
