@@ -36,8 +36,8 @@ def _rss() -> int:
 
 
 def worker(spec: dict) -> dict:
-    from anatssl.config.pretrain import load_pretrain_config
     from anatssl.methods import build_method
+    from anatssl.runs import load_pretrain_config
 
     torch.set_num_threads(spec["threads"])
     cfg = load_pretrain_config("alice", spec["preset"], None, spec["overrides"])

@@ -23,7 +23,7 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[5]))
-from anatssl.config import load_pretrain_config
+from anatssl.runs import load_pretrain_config
 from anatssl.engine.trainer import pretrain
 overrides = json.loads(sys.argv[4]) + ["train.progress=false", "train.tensorboard=false",
                                        f"train.max_steps={sys.argv[3]}", "train.ckpt_every=100000"]

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from anatssl.config import load_pretrain_config
 from anatssl.data.volume import Volume
 from anatssl.engine.data import collate
 from anatssl.methods import build_method
+from anatssl.runs import load_pretrain_config
 
 QUICK = [
     "model.backbone=conv",

@@ -8,9 +8,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from anatssl.config import load_pretrain_config, pretrain_config_to_dict, save_yaml
+from anatssl.config import pretrain_config_to_dict, save_yaml
 from anatssl.engine.checkpoint import FORMAT, VERSION, atomic_torch_save
 from anatssl.methods import build_method
+from anatssl.runs import load_pretrain_config
 
 
 def write_phantom(

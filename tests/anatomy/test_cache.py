@@ -13,9 +13,9 @@ from sam_fixtures import make_sam_run, write_phantom
 from anatssl.anatomy.cache import EmbeddingCache, embed_dataset, load_preprocessed
 from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.sam_model import load_sam_run
-from anatssl.config import load_pretrain_config
 from anatssl.engine.checkpoint import atomic_torch_save, load_checkpoint
 from anatssl.errors import CheckpointError, DataError
+from anatssl.runs import load_pretrain_config
 
 
 @pytest.fixture()

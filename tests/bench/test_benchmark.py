@@ -122,9 +122,9 @@ def test_scratch_starts_from_the_pretraining_init(method: str) -> None:
     """The benchmark's control: same seed -> the scratch backbone equals the method's initial encoder."""
     import torch
 
-    from anatssl.config import load_pretrain_config
     from anatssl.methods import build_method
     from anatssl.models.backbones import build_backbone
+    from anatssl.runs import load_pretrain_config
 
     cfg = load_pretrain_config(method, "tiny", overrides=["model.backbone=conv", "model.feature_size=4"])
     torch.manual_seed(0)  # as engine/trainer.py before build_method
@@ -138,8 +138,8 @@ def test_scratch_starts_from_the_pretraining_init(method: str) -> None:
 def test_every_cell_config_of_a_suite_resolves(name: str) -> None:
     """Pretraining and fine-tuning configs of every cell build (a typo fails here, not hours into a run)."""
     from anatssl.bench.quickstart import quickstart_suite
-    from anatssl.config import load_pretrain_config
     from anatssl.downstream.config import load_finetune_config
+    from anatssl.runs import load_pretrain_config
 
     suites = [get_suite(name)] + (
         [quickstart_suite("alice"), quickstart_suite("swinssl")] if name == "smoke" else []
@@ -169,9 +169,9 @@ def test_every_arm_is_fine_tuned_with_the_same_network_and_preprocessing(name: s
     """The comparison measures pretraining, not windows: every pretrained arm (whose run's model and
     intensity settings the fine-tuning inherits) is fine-tuned exactly like scratch."""
     from anatssl.bench.quickstart import quickstart_suite
-    from anatssl.config import load_pretrain_config
     from anatssl.config.pretrain import pretrain_config_to_dict
     from anatssl.downstream.config import load_finetune_config
+    from anatssl.runs import load_pretrain_config
 
     suite = quickstart_suite(name.split("-")[1]) if name.startswith("quickstart") else get_suite(name)
     ft_overrides = [*suite.shared, *suite.finetune, f"split.labeled={suite.labeled[0]}"]

@@ -3,13 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anatssl.config import (
-    build_pretrain_config,
-    load_pretrain_config,
-    parse_overrides,
-    pretrain_config_to_dict,
-)
+from anatssl.config import parse_overrides, pretrain_config_to_dict
 from anatssl.errors import ConfigError
+from anatssl.runs import build_pretrain_config, load_pretrain_config
 
 
 def test_preset_then_overrides_resolve_in_order(tmp_path: Path) -> None:

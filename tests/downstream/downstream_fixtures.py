@@ -53,8 +53,10 @@ def fabricate_run(run: Path, method: str = "swinssl", overrides: tuple[str, ...]
     """A pretraining run directory in the engine's layout, from a freshly built (untrained) method."""
     import torch
 
-    from anatssl.config import load_pretrain_config, pretrain_config_to_dict, save_yaml
+    from anatssl.config import pretrain_config_to_dict, save_yaml
+    from anatssl.engine.checkpoint import FORMAT, VERSION
     from anatssl.methods import build_method
+    from anatssl.runs import load_pretrain_config
 
     cfg = load_pretrain_config(method, "tiny", overrides=list(overrides))
     torch.manual_seed(seed)
@@ -62,7 +64,13 @@ def fabricate_run(run: Path, method: str = "swinssl", overrides: tuple[str, ...]
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_yaml(pretrain_config_to_dict(cfg), run / "config.yaml")
     torch.save(
-        {"model": m.state_dict(), "step": 3, "config": pretrain_config_to_dict(cfg)},
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": m.state_dict(),
+            "step": 3,
+            "config": pretrain_config_to_dict(cfg),
+        },
         run / "checkpoints" / "last.pt",
     )
     return run

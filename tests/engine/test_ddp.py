@@ -24,7 +24,7 @@ import sys, json, os
 sys.path.insert(0, {tests!r})
 import torch
 from engine_fixtures import MemorySource
-from anatssl.config import load_pretrain_config
+from anatssl.runs import load_pretrain_config
 from anatssl.engine.trainer import Trainer
 from anatssl.engine import distributed as D
 spec = json.loads(sys.argv[2])

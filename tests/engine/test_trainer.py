@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from anatssl.config import load_pretrain_config
 from anatssl.engine.checkpoint import load_checkpoint
 from anatssl.engine.data import StepBatchSampler, ViewDataset
 from anatssl.engine.trainer import Trainer, lr_at, pretrain
 from anatssl.errors import ConfigError, TrainingError
+from anatssl.runs import load_pretrain_config
 from engine_fixtures import FAST_SWINSSL, MemorySource
 
 
@@ -116,7 +116,7 @@ import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from engine_fixtures import FAST_SWINSSL, MemorySource
-from anatssl.config import load_pretrain_config
+from anatssl.runs import load_pretrain_config
 from anatssl.engine.trainer import pretrain
 cfg = load_pretrain_config("swinssl", "tiny", None, [*FAST_SWINSSL, "train.max_steps=100000",
                                                      "train.ckpt_every=100000"])

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from anatssl.config.pretrain import build_pretrain_config
 from anatssl.errors import ConfigError
 from anatssl.methods import build_method
 from anatssl.methods.alice import Alice, AliceConfig, teacher_momentum, teacher_temperature
+from anatssl.runs import build_pretrain_config
 
 SMALL = {
     "crop_size": 32,
@@ -231,7 +231,7 @@ def test_bad_config(key: str, value: object, msg: str) -> None:
 
 
 def test_presets_resolve() -> None:
-    from anatssl.config.pretrain import load_pretrain_config
+    from anatssl.runs import load_pretrain_config
 
     tiny = load_pretrain_config("alice", "tiny")
     base = load_pretrain_config("alice", "base")
@@ -272,7 +272,7 @@ def _write_subjects(folder: Path, n: int = 3, size: int = 48) -> Path:
 
 
 def _cfg(*overrides: str) -> object:
-    from anatssl.config.pretrain import load_pretrain_config
+    from anatssl.runs import load_pretrain_config
 
     return load_pretrain_config("alice", "tiny", None, [*FAST_RUN, *overrides])
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from anatssl.config import load_pretrain_config
 from anatssl.data.volume import Volume
 from anatssl.engine.data import collate
 from anatssl.errors import ConfigError
 from anatssl.methods import build_method
 from anatssl.methods.s2dc import S2DC
+from anatssl.runs import load_pretrain_config
 from engine_fixtures import FAST_S2DC, MemorySource
 
 FAST = FAST_S2DC

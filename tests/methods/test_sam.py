@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anatssl.config import load_pretrain_config
 from anatssl.data.volume import Volume
 from anatssl.engine.data import collate
 from anatssl.errors import ConfigError
 from anatssl.methods import build_method
 from anatssl.methods.sam import SAM, fine_to_coarse, sample_at
+from anatssl.runs import load_pretrain_config
 
 
 def _method(**over: object) -> SAM:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from anatssl.config import load_pretrain_config
 from anatssl.data.volume import Volume
 from anatssl.errors import ConfigError
 from anatssl.methods import build_method
 from anatssl.methods.simmim import PixelShuffleHead, SimMIMViews, masked_l1
+from anatssl.runs import load_pretrain_config
 
 CONV = ["model.backbone=conv", "model.feature_size=4", "simmim.crop_size=[64,64,64]"]
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from anatssl.config import load_pretrain_config
 from anatssl.data.volume import Volume
 from anatssl.losses.ntxent import nt_xent
 from anatssl.methods import build_method
+from anatssl.runs import load_pretrain_config
 from anatssl.views.crops import crop_around, crop_at
 from anatssl.views.swinssl import cutout, rotate_about_z
 from engine_fixtures import FAST_SWINSSL

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from anatssl.cli import views as views_cli
-from anatssl.config import load_pretrain_config
 from anatssl.data.volume import Volume
 from anatssl.errors import ConfigError
 from anatssl.methods import build_method
+from anatssl.runs import load_pretrain_config
 from anatssl.views.inspect import INSPECTORS
 
 FAST = ["model.backbone=conv", "model.feature_size=4", "s2dc.grid=2", "s2dc.crop=32", "s2dc.token_stage=2"]

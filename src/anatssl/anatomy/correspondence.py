@@ -44,8 +44,9 @@ BOOTSTRAP_REPS = 2000
 
 def load_run_config(run: str | Path) -> tuple[PretrainConfig, dict[str, Any]]:
     """(resolved config, checkpoint dict) of any pretraining run directory or checkpoint file."""
-    from anatssl.config import build_pretrain_config, read_yaml
+    from anatssl.config import read_yaml
     from anatssl.engine.checkpoint import find_run_checkpoint, load_checkpoint
+    from anatssl.runs import build_pretrain_config
 
     path = find_run_checkpoint(run)
     ckpt = load_checkpoint(path, map_location="cpu")

@@ -217,8 +217,9 @@ def load_sam_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[S
     Raises :class:`CheckpointError` for a missing checkpoint, a run of another method, or weights that do
     not fit the configured network.
     """
-    from anatssl.config import build_pretrain_config, read_yaml
+    from anatssl.config import read_yaml
     from anatssl.engine.checkpoint import find_run_checkpoint, load_checkpoint
+    from anatssl.runs import build_pretrain_config
 
     path = find_run_checkpoint(run)
     ckpt = load_checkpoint(path, map_location="cpu")

@@ -97,8 +97,8 @@ def make_synthetic_data(out: Path, n: int, seed: int, size: int, lesions: float 
 
 def pretrain_run(method: str, data: Path, out: Path, overrides: Sequence[str]) -> dict[str, Any]:
     """Pretrain ``method`` into ``out`` (resuming a partial run) as ``anatssl pretrain`` would."""
-    from anatssl.config import load_pretrain_config
     from anatssl.engine.trainer import pretrain
+    from anatssl.runs import load_pretrain_config
 
     cfg = load_pretrain_config(method, "tiny", None, list(overrides))
     if method == "alice":

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from anatssl.config import build_pretrain_config, load_pretrain_config, parse_overrides, read_yaml
+from anatssl.config import parse_overrides, read_yaml
 from anatssl.config.loader import deep_merge
+from anatssl.runs import build_pretrain_config, load_pretrain_config
 
 EPILOG = """\
 examples:

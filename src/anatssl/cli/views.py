@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from anatssl.config import load_pretrain_config
     from anatssl.data.source import VolumeSource
     from anatssl.errors import ConfigError
     from anatssl.methods import build_method
+    from anatssl.runs import load_pretrain_config
     from anatssl.views.inspect import INSPECTORS
 
     if args.n < 1:

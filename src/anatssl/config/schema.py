@@ -1,21 +1,24 @@
 """Dataclass schemas of the pretraining configuration.
 
-Resolution order (DINOv2 style): dataclass defaults <- ``configs/pretrain/<method>_<preset>.yaml``
-<- ``--config`` YAML <- ``key=value`` overrides. Method-specific numbers live in a section named after
+Resolution order (DINOv2 style, :mod:`anatssl.runs.resolve`): dataclass defaults <-
+``configs/pretrain/<method>_<preset>.yaml`` <- ``--config`` YAML <- ``key=value`` overrides. Enumerated
+settings are ``Literal`` types, checked by the loader. Method-specific numbers live in a section named after
 the method (``swinssl.temperature=0.5``), whose dataclass the method registers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from anatssl.errors import ConfigError
 
 
 @dataclass
 class DataConfig:
     """How scans are read and normalised before a method cuts its views."""
 
-    modality: str = "ct"
+    modality: Literal["ct", "mri"] = "ct"
     """``ct``: clip to ``hu_window`` and scale to [0, 1]; ``mri``: per-volume percentile scaling."""
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
@@ -52,7 +55,7 @@ class OptimConfig:
     """Peak learning rate (after ``lr_scaling``)."""
     min_lr: float = 1e-6
     warmup_steps: int = 100
-    lr_scaling: str = "none"
+    lr_scaling: Literal["none", "linear"] = "none"
     """``none`` or ``linear`` (lr * total_batch / 256, as DINO / Alice)."""
     weight_decay: float = 0.05
     weight_decay_end: float | None = None
@@ -74,7 +77,7 @@ class TrainConfig:
     batch_size: int = 2
     """Volumes per process per step."""
     grad_accum: int = 1
-    amp: str = "none"
+    amp: Literal["none", "bf16", "fp16"] = "none"
     """``none`` | ``bf16`` | ``fp16`` (fp16 uses a GradScaler; CUDA only for fp16)."""
     device: str = "auto"
     compile: bool = False
@@ -97,3 +100,13 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     params: Any = None
     """The method's own dataclass; written as a YAML section named after the method."""
+
+
+def check_common(max_steps: int, batch_size: int, lr: float) -> None:
+    """The checks every training config shares (pretraining and fine-tuning)."""
+    if max_steps < 1:
+        raise ConfigError(f"train.max_steps must be >= 1, got {max_steps}")
+    if batch_size < 1:
+        raise ConfigError(f"train.batch_size must be >= 1, got {batch_size}")
+    if lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {lr}")

@@ -29,7 +29,7 @@ from anatssl.downstream.loop import build_finetune_optimizer, train_steps
 from anatssl.downstream.metrics import json_safe
 from anatssl.downstream.segmentation import intensity_transform, load_init
 from anatssl.downstream.weights import InitSource, encoder_prefixes, resolve_init
-from anatssl.engine.trainer import resolve_device
+from anatssl.engine.device import resolve_device
 from anatssl.errors import DataError
 from anatssl.models.backbones import Backbone, build_backbone
 

@@ -18,7 +18,7 @@ from anatssl.downstream.labelled import (
 )
 from anatssl.downstream.metrics import json_safe, mean_over_cases
 from anatssl.downstream.segmentation import SegmentationNet, evaluate_segmentation
-from anatssl.engine.trainer import resolve_device
+from anatssl.engine.device import resolve_device
 from anatssl.errors import CheckpointError, DataError
 from anatssl.models.backbones import build_backbone
 

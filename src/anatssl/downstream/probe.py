@@ -22,7 +22,7 @@ from anatssl.downstream.config import FinetuneConfig, finetune_config_to_dict
 from anatssl.downstream.metrics import json_safe
 from anatssl.downstream.segmentation import load_init
 from anatssl.downstream.weights import InitSource, resolve_init
-from anatssl.engine.trainer import resolve_device
+from anatssl.engine.device import resolve_device
 from anatssl.models.backbones import build_backbone
 
 

@@ -34,7 +34,7 @@ from anatssl.downstream.loop import build_finetune_optimizer, cycle, train_steps
 from anatssl.downstream.metrics import json_safe, mean_over_cases, segmentation_metrics
 from anatssl.downstream.overlays import save_overlay
 from anatssl.downstream.weights import InitSource, encoder_prefixes, load_backbone_weights, resolve_init
-from anatssl.engine.trainer import resolve_device
+from anatssl.engine.device import resolve_device
 from anatssl.models.backbones import Backbone, build_backbone
 
 log = logging.getLogger("anatssl")

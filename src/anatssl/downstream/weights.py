@@ -134,73 +134,24 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, meta
 
 
-def run_checkpoint_path(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    if not ckpt.is_file():
-        raise CheckpointError(
-            f"{run_dir} is not a finished pretraining run: {ckpt} is missing "
-            "(run `anatssl pretrain --out RUN` first, or pass an exported weights file)"
-        )
-    return ckpt
-
-
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved pretraining config of a run (``config.yaml``, else the checkpoint's ``config``)."""
-    import yaml
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if cfg_path.is_file():
-        raw = yaml.safe_load(cfg_path.read_text()) or {}
-        if isinstance(raw, dict):
-            return raw
-    ckpt = torch.load(run_checkpoint_path(run_dir), map_location="cpu", weights_only=True)
-    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("config"), Mapping):
-        return dict(ckpt["config"])
-    raise CheckpointError(f"{run_dir} has no config.yaml and its checkpoint carries no 'config'")
-
-
 def load_run_encoder(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A pretraining run -> (its backbone's state dict, metadata with the run's config and step).
 
-    The method is rebuilt from the run's config and loaded strictly, then asked for ``encoder()``:
-    whatever prefix the method keeps its backbone under (``backbone.``, ``student.backbone.``), the
-    result has plain backbone keys.
+    The method is rebuilt from the run's config and loaded strictly (:meth:`RunDir.build_method`),
+    then asked for ``encoder()``: whatever prefix the method keeps its backbone under (``backbone.``,
+    ``student.backbone.``), the result has plain backbone keys.
     """
-    from anatssl.config import build_pretrain_config
-    from anatssl.methods import build_method
+    from anatssl.runs import RunDir
 
-    run_dir = Path(run_dir)
-    ckpt_path = run_checkpoint_path(run_dir)
-    raw_cfg = read_run_config(run_dir)
-    try:
-        cfg = build_pretrain_config(dict(raw_cfg))
-    except Exception as e:
-        raise CheckpointError(
-            f"{run_dir}/config.yaml cannot be rebuilt into a pretraining config: {e}"
-        ) from e
-    method = build_method(cfg)
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{ckpt_path} could not be read with torch.load(weights_only=True): {e}") from e
-    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
-        raise CheckpointError(
-            f"{ckpt_path} has no 'model' state dict (not an anatssl pretraining checkpoint)"
-        )
-    result = method.load_state_dict(ckpt["model"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{ckpt_path} does not match the method rebuilt from {run_dir}/config.yaml: "
-            f"missing {_groups(list(result.missing_keys), 8)}, "
-            f"unexpected {_groups(list(result.unexpected_keys), 8)}"
-        )
+    run = RunDir(run_dir)
+    step = run.step()  # a missing checkpoint fails first, with what to do about it
+    method = run.build_method()
     sd = {k: v.detach().clone() for k, v in method.encoder().state_dict().items()}
+    raw_cfg = run.raw_config
     meta = {
         "run": str(run_dir),
-        "method": cfg.method,
-        "step": int(ckpt.get("step", -1)),
+        "method": run.method,
+        "step": step,
         "model": raw_cfg.get("model", {}),
         "data": raw_cfg.get("data", {}),
     }

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from anatssl.errors import DataError
-from anatssl.methods.base import ViewFn, VolumeProvider
+from anatssl.views.base import ViewFn, VolumeProvider
 
 log = logging.getLogger("anatssl")
 

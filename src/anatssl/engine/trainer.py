@@ -30,23 +30,13 @@ from anatssl.engine.checkpoint import (
     set_rng_state,
 )
 from anatssl.engine.data import StepBatchSampler, ViewDataset, collate
+from anatssl.engine.device import autocast, resolve_device, to_device
 from anatssl.engine.logger import RunLogger, setup_console_logging
 from anatssl.engine.schedules import cosine_schedule, warmup_cosine
 from anatssl.errors import CheckpointError, ConfigError, TrainingError
 from anatssl.methods import SSLMethod, build_method
 
 log = logging.getLogger("anatssl")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {name!r} but CUDA is not available; use train.device=cpu")
-    return dev
 
 
 def peak_lr(cfg: PretrainConfig) -> float:
@@ -73,19 +63,6 @@ def build_optimizer(method: SSLMethod, cfg: PretrainConfig) -> torch.optim.AdamW
     if not groups:
         raise ConfigError(f"method {cfg.method!r} has no trainable parameters")
     return torch.optim.AdamW(groups, lr=peak_lr(cfg), betas=cfg.optim.betas)
-
-
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
 
 
 def _build_source(cfg: PretrainConfig, data: Any, out_dir: Path) -> Any:
@@ -165,7 +142,7 @@ class Trainer:
     # -- start-up checks -------------------------------------------------------------------------------
     def _check_volume_sizes(self) -> None:
         """Say once, at start-up, which scans are smaller than the method's crop (they get zero-padded)."""
-        crop = getattr(self.method, "min_volume_shape", None)
+        crop = self.method.min_volume_shape
         if not crop or not D.is_main() or not hasattr(self.source, "shapes"):
             return
         small = [(p, s) for p, s in self.source.shapes() if any(a < b for a, b in zip(s, crop))]
@@ -260,14 +237,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
-            batch = _to_device(batch, self.device)
+            batch = to_device(batch, self.device)
             sync = (
                 self.model.no_sync()  # type: ignore[operator]
                 if D.is_dist() and i < len(micro_batches) - 1
                 else contextlib.nullcontext()
             )
             with sync:
-                with _autocast(self.device, cfg.train.amp):
+                with autocast(self.device, cfg.train.amp):
                     out = self.model(batch, step)
                 loss = out["loss"]
                 finite = torch.isfinite(loss.detach()).float()

@@ -369,8 +369,8 @@ def check_alice_data(cfg: PretrainConfig, data_path: str, out_dir: str, embeddin
 def train_sam_stage0(cfg: PretrainConfig, data_path: str, sam_run: str) -> None:
     """Stage 0: what ``anatssl pretrain --method sam --preset <alice.sam_preset>`` does, for
     ``alice.sam_steps`` steps (resumed if ``sam_run`` holds an unfinished run)."""
-    from anatssl.config.pretrain import load_pretrain_config
     from anatssl.engine.trainer import pretrain
+    from anatssl.runs import load_pretrain_config
 
     p: AliceConfig = cfg.params
     overrides = [

@@ -3,10 +3,8 @@
 A method is an ``nn.Module`` built from a :class:`~anatssl.config.PretrainConfig`:
 
 * ``views``: a light, picklable callable ``(volume, rng, source) -> dict[str, Tensor]`` that cuts one
-  sample's inputs from one :class:`~anatssl.data.volume.Volume`. It runs in DataLoader workers, must
-  draw all randomness from ``rng`` (a ``numpy.random.Generator`` seeded per sample by the engine, so
-  a resumed run sees the same views) and never touches the networks. ``source`` gives access to the
-  other volumes of the dataset (Alice's cross-patient partners).
+  sample's inputs from one :class:`~anatssl.data.volume.Volume` (the contract is
+  :mod:`anatssl.views.base`; the callables live in ``views/``).
 * ``training_step(batch, step) -> dict`` with ``loss`` (scalar to backpropagate) and one entry per
   named term (detached scalars are fine). ``forward`` is ``training_step`` so that DDP hooks in.
 * ``on_step_end(step)`` after the optimizer step: EMA teachers, centres, queues.
@@ -18,31 +16,27 @@ A method is an ``nn.Module`` built from a :class:`~anatssl.config.PretrainConfig
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from anatssl.config.schema import PretrainConfig
-from anatssl.data.volume import Volume
 from anatssl.registry import Registry
+from anatssl.views.base import ViewFn, VolumeProvider
 
-
-class VolumeProvider(Protocol):
-    """What ``views`` may ask of the dataset: its size and any volume by index."""
-
-    def __len__(self) -> int: ...
-
-    def load(self, index: int) -> Volume: ...
-
-
-ViewFn = Callable[[Volume, np.random.Generator, VolumeProvider], dict[str, Any]]
+__all__ = ["METHODS", "SSLMethod", "ViewFn", "VolumeProvider", "build_method", "register_method"]
 
 
 class SSLMethod(nn.Module):
     config_cls: ClassVar[type]
     """The dataclass of the method's own settings (YAML section named after the method)."""
+    min_volume_shape: tuple[int, ...] | None = None
+    """The (X, Y, Z) a scan needs for the views to cut without padding; the engine names the scans
+    that are smaller at start-up (they are zero-padded, not an error). ``None``: no such size."""
+    frozen_parameters: ClassVar[tuple[str, ...]] = ()
+    """Name prefixes of trainable parameters that intentionally receive no gradient in a training
+    step (the registry-wide test checks every other one gets one)."""
 
     def __init__(self, cfg: PretrainConfig) -> None:
         super().__init__()

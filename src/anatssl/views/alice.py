@@ -23,7 +23,7 @@ from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.pairing import PAIRING_MODES, PairMiner, check_coverage
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
-from anatssl.methods.base import VolumeProvider
+from anatssl.views.base import VolumeProvider
 from anatssl.views.masks import MASK_SHAPES, block_mask
 
 

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anatssl.data.volume import Volume
-from anatssl.methods.base import SSLMethod, VolumeProvider
 from anatssl.registry import Registry
+from anatssl.views.base import VolumeProvider
 
-Inspector = Callable[[SSLMethod, Volume, np.random.Generator, VolumeProvider, Path], Path]
+if TYPE_CHECKING:
+    from anatssl.methods.base import SSLMethod
+
+Inspector = Callable[["SSLMethod", Volume, np.random.Generator, VolumeProvider, Path], Path]
 INSPECTORS: Registry[Inspector] = Registry("view inspector")
 
 
