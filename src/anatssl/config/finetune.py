@@ -51,7 +51,7 @@ class FinetuneTrainConfig:
     progress: bool = True
     save_model: bool = True
     """Write ``<out>/model.pt`` (``{"state_dict"}``; for ``swin`` segmentation a SwinUNETR state dict)."""
-    amp: str = "auto"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     """Precision of training steps and sliding-window inference: ``auto`` (bf16 where the CPU has
     AMX/AVX512-BF16 or the GPU supports bf16, fp32 elsewhere), ``none`` (fp32), ``bf16``, ``fp16``
     (CUDA). Losses and softmax are computed in fp32; metrics.json records ``precision``."""
@@ -59,7 +59,7 @@ class FinetuneTrainConfig:
     """Channels-last 3D memory format for the network and its inputs (segmentation)."""
     val_every: int = 0
     """Validation Dice on ``split.n_val`` volumes every this many steps (and at the last step); 0: none."""
-    select: str = "last"
+    select: Literal["last", "best"] = "last"
     """Which weights are evaluated and saved: ``last`` (the final step) or ``best`` (highest
     validation Dice; needs ``split.n_val >= 1`` and ``val_every >= 1``)."""
 
@@ -88,7 +88,7 @@ class SegmentationParams:
     """Training crop and sliding-window size; multiples of the backbone's 32."""
     samples_per_volume: int = 2
     """Crops per volume per step (the crop sampler's num_samples)."""
-    crop: str = "posneg"
+    crop: Literal["posneg", "classes"] = "posneg"
     """Crop sampler: ``posneg`` (RandCropByPosNegLabeld: centred on foreground with ``pos_fraction``)
     or ``classes`` (RandCropByLabelClassesd: centred on a voxel of a class drawn with ``class_ratios``,
     so small structures are seen as often as large ones)."""
@@ -181,6 +181,14 @@ def check_finetune_config(cfg: FinetuneConfig) -> None:
         raise ConfigError(f"split.n_test must be >= 1, got {cfg.split.n_test}")
     if cfg.split.labeled is not None and cfg.split.labeled < 1:
         raise ConfigError(f"split.labeled (--labeled) must be >= 1, got {cfg.split.labeled}")
+    if cfg.split.n_val < 0:
+        raise ConfigError(f"split.n_val must be >= 0, got {cfg.split.n_val}")
+    if cfg.train.select == "best" and (cfg.split.n_val < 1 or cfg.train.val_every < 1):
+        raise ConfigError(
+            "train.select=best needs validation volumes and a validation interval: "
+            f"split.n_val = {cfg.split.n_val}, train.val_every = {cfg.train.val_every}; "
+            "set split.n_val >= 1 and train.val_every >= 1, or train.select=last"
+        )
     for name, size in (
         ("segmentation.roi_size", cfg.segmentation.roi_size),
         ("classification.input_size", cfg.classification.input_size),

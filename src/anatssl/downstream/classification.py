@@ -32,6 +32,7 @@ from anatssl.downstream.weights import InitSource, encoder_prefixes, resolve_ini
 from anatssl.engine.device import resolve_device
 from anatssl.errors import DataError
 from anatssl.models.backbones import Backbone, build_backbone
+from anatssl.models.boundary import plain
 
 log = logging.getLogger("anatssl")
 
@@ -110,7 +111,7 @@ def load_volumes(cfg: FinetuneConfig, cases: list[LabelledCase]) -> torch.Tensor
             T.EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
         ]
     )
-    return torch.stack([torch.as_tensor(tf({"image": str(c.image)})["image"]) for c in cases])
+    return torch.stack([plain(tf({"image": str(c.image)})["image"]) for c in cases])  # plain: model input
 
 
 def pooled_features(backbone: Backbone, x: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:

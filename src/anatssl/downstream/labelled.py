@@ -5,8 +5,9 @@
     {"labels": {"0": "background", "1": "liver", ...},          # or {"background": 0, ...}
      "training": [{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz", "class": 1}, ...]}
 
-Paths are relative to the file. The held-out test set is fixed by ``split.split_seed`` alone (not the
-training seed), so every method and every seed of a benchmark is scored on the same volumes.
+Paths are relative to the file. The held-out test set is fixed by ``split.split_seed`` and
+``split.n_test`` (not the training seed), so every method and every seed of a benchmark is scored on
+the same volumes; validation volumes (``split.n_val``) come next in the same shuffle.
 """
 
 from __future__ import annotations
@@ -133,24 +134,47 @@ def check_label_values(cases: list[LabelledCase], label_map: dict[int, str]) -> 
             )
 
 
-def split_cases(
-    cases: list[LabelledCase], split: SplitConfig
-) -> tuple[list[LabelledCase], list[LabelledCase]]:
-    """Fixed split -> (training cases: the first ``labeled`` of the pool, held-out test cases)."""
-    if split.n_test >= len(cases):
+@dataclass
+class Split:
+    """The fixed split of a labelled dataset: training (the first ``labeled`` of the pool), validation,
+    test. The three never share a case."""
+
+    train: list[LabelledCase]
+    val: list[LabelledCase]
+    test: list[LabelledCase]
+
+
+def split_dataset(cases: list[LabelledCase], split: SplitConfig) -> Split:
+    """Shuffle once with ``split_seed``: the first ``n_test`` are the test set, the next ``n_val`` the
+    validation set, the rest the pool; training takes the first ``labeled`` of the pool.
+
+    The test set depends on ``split_seed`` and ``n_test`` only (not on ``n_val`` or ``labeled``), and a
+    larger ``labeled`` contains a smaller one.
+    """
+    n_val = split.n_val
+    if split.n_test + n_val >= len(cases):
         raise DataError(
-            f"split.n_test = {split.n_test} leaves no training volume out of {len(cases)} labelled cases; "
-            "lower split.n_test or add data"
+            f"split.n_test = {split.n_test} and split.n_val = {n_val} leave no training volume out of "
+            f"{len(cases)} labelled cases; lower split.n_test / split.n_val or add data"
         )
     order = np.random.default_rng(split.split_seed).permutation(len(cases))
     test = [cases[i] for i in order[: split.n_test]]
-    pool = [cases[i] for i in order[split.n_test :]]
+    val = [cases[i] for i in order[split.n_test : split.n_test + n_val]]
+    pool = [cases[i] for i in order[split.n_test + n_val :]]
     if split.labeled is not None:
         if split.labeled > len(pool):
+            held = f"{split.n_test} held out for testing" + (f" and {n_val} for validation" if n_val else "")
             raise DataError(
                 f"--labeled {split.labeled} is larger than the labelled training pool: {len(cases)} labelled "
-                f"volumes minus {split.n_test} held out for testing = {len(pool)}; "
-                f"use --labeled <= {len(pool)}"
+                f"volumes minus {held} = {len(pool)}; use --labeled <= {len(pool)}"
             )
         pool = pool[: split.labeled]
-    return pool, test
+    return Split(train=pool, val=val, test=test)
+
+
+def split_cases(
+    cases: list[LabelledCase], split: SplitConfig
+) -> tuple[list[LabelledCase], list[LabelledCase]]:
+    """Fixed split -> (training cases, held-out test cases); see :func:`split_dataset`."""
+    s = split_dataset(cases, split)
+    return s.train, s.test

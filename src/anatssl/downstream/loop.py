@@ -4,6 +4,13 @@ AdamW with two parameter groups (tensors loaded from pretrained weights get ``op
 times the lr, new ones the plain lr), the lr a function of the step (linear warm-up then cosine to
 ``min_lr``, the engine's ``warmup_cosine``), global-norm clipping, and one ``metrics.jsonl`` row per
 logged step (step, loss, lr, seconds) through the engine's :class:`RunLogger`.
+
+Validation (:class:`Validator`): every ``train.val_every`` steps and at the last step a callback
+scores the validation volumes; the row of that step gets ``val_dice`` (measured after the step's
+update) and is always logged. With ``train.select=best`` the weights of the best validation score
+(the earliest on ties) are kept and restored at the end; with ``last`` the final weights stay.
+fp16 (CUDA) steps go through a ``GradScaler``; the autocast region itself is the loss function's
+(the forward pass), so the loss is reduced in fp32.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +29,7 @@ from anatssl.downstream.config import FinetuneConfig
 from anatssl.engine.logger import RunLogger
 from anatssl.engine.schedules import warmup_cosine
 from anatssl.errors import TrainingError
+from anatssl.models.boundary import plain
 
 
 def build_finetune_optimizer(
@@ -49,6 +58,53 @@ def lr_at(cfg: FinetuneConfig, step: int) -> float:
     return warmup_cosine(step, cfg.train.max_steps, cfg.optim.lr, cfg.optim.min_lr, warm)
 
 
+@dataclass
+class Validator:
+    """Scores the validation set during training and keeps the best weights when asked to.
+
+    ``score()`` -> mean validation Dice (NaN counts as the worst). ``every``: steps between scores.
+    """
+
+    score: Callable[[], float]
+    every: int
+    keep_best: bool = False
+    curve: list[dict[str, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_value: float = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def due(self, step: int, max_steps: int) -> bool:
+        return self.every > 0 and ((step + 1) % self.every == 0 or step == max_steps - 1)
+
+    def __call__(self, net: nn.Module, step: int) -> float:
+        t0 = time.perf_counter()
+        value = float(self.score())
+        net.train()
+        self.curve.append({"step": step, "val_dice": value, "seconds": time.perf_counter() - t0})
+        v = value if math.isfinite(value) else -math.inf
+        if self.best_step is None or v > self.best_value:
+            self.best_step, self.best_value = step, v
+            if self.keep_best:
+                self.best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
+        return value
+
+    def restore_best(self, net: nn.Module) -> None:
+        if self.best_state is not None:
+            net.load_state_dict(self.best_state)
+
+    def summary(self, select: str, last_step: int) -> dict[str, Any]:
+        """metrics.json's ``selection``: the rule, the step whose weights were evaluated, its score."""
+        last = self.curve[-1]["val_dice"] if self.curve else math.nan
+        if select == "best" and self.best_step is not None:
+            return {
+                "rule": "best",
+                "step": self.best_step,
+                "val_dice": self.best_value,
+                "last_val_dice": last,
+            }
+        return {"rule": "last", "step": last_step, "val_dice": last, "best_step": self.best_step}
+
+
 def train_steps(
     net: nn.Module,
     opt: torch.optim.Optimizer,
@@ -57,8 +113,16 @@ def train_steps(
     cfg: FinetuneConfig,
     out_dir: Path,
     description: str,
+    validator: Validator | None = None,
+    amp: str = "none",
 ) -> list[dict[str, float]]:
-    """Run ``cfg.train.max_steps`` optimizer steps; ``loss_fn(batch)`` returns the scalar loss."""
+    """Run ``cfg.train.max_steps`` optimizer steps; ``loss_fn(batch)`` returns the scalar loss.
+
+    ``validator``: scored when due (its value in the step's row as ``val_dice``); with
+    ``keep_best`` its best weights are loaded into ``net`` at the end. ``amp``: the resolved
+    precision (``fp16`` adds gradient scaling).
+    """
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     net.train()
     history: list[dict[str, float]] = []
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -75,21 +139,37 @@ def train_steps(
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr * g["lr_mult"]
-            loss = loss_fn(next(batches))
+            loss = loss_fn(plain(next(batches)))  # networks take plain tensors, not MetaTensors
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingError(f"{description}: non-finite loss {value} at step {step}; lower optim.lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
             if cfg.optim.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             dt = time.perf_counter() - t0
             row = {"step": step, "loss": value, "lr": lr, "seconds": dt}
+            due = validator is not None and validator.due(step, cfg.train.max_steps)
+            if validator is not None and due:
+                row["val_dice"] = validator(net, step)
+                row["val_seconds"] = validator.curve[-1]["seconds"]
             history.append(row)
-            if step % max(cfg.train.log_every, 1) == 0 or step == cfg.train.max_steps - 1:
-                logger.log(row)
+            if due or step % max(cfg.train.log_every, 1) == 0 or step == cfg.train.max_steps - 1:
+                logger.log(
+                    {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
+                )
             logger.advance(step + 1, value, dt)
+    if validator is not None and validator.keep_best:
+        validator.restore_best(net)
     return history
 
 

@@ -5,8 +5,12 @@ The network is the shared backbone (encoder + UNETR decoder) plus MONAI's ``Unet
 fine-tuned ``model.pt`` loads into MONAI with ``strict=True``. Protocol (Tang et al. 2022, MONAI's
 BTCV tutorial, scaled down): DiceCE loss on random crops balanced between foreground and background,
 AdamW, and sliding-window inference with Gaussian blending on whole held-out volumes, scored per
-structure with Dice and HD95 (mm). No model selection on the test set: the last step's weights are
-evaluated, so scratch and pretrained runs are compared under the same budget.
+structure with Dice and HD95 (mm). No model selection on the test set: the evaluated weights are the
+last step's (``train.select=last``) or those of the best Dice on a separate validation split
+(``train.select=best``, ``split.n_val`` volumes, scored every ``train.val_every`` steps), so scratch
+and pretrained runs are compared under the same budget and rule. Training and inference run under
+autocast at ``train.amp`` (``auto``: bf16 where the hardware computes it natively); the loss is
+computed in fp32 on fp32 logits.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +34,19 @@ from anatssl.config.loader import save_yaml
 from anatssl.config.schema import DataConfig
 from anatssl.downstream.config import FinetuneConfig, finetune_config_to_dict
 from anatssl.downstream.inference import predict_volume
-from anatssl.downstream.labelled import LabelledCase, check_label_values, read_labelled_dataset, split_cases
-from anatssl.downstream.loop import build_finetune_optimizer, cycle, train_steps
-from anatssl.downstream.metrics import json_safe, mean_over_cases, segmentation_metrics
+from anatssl.downstream.labelled import LabelledCase, check_label_values, read_labelled_dataset, split_dataset
+from anatssl.downstream.loop import Validator, build_finetune_optimizer, cycle, train_steps
+from anatssl.downstream.metrics import (
+    empty_structure_counts,
+    json_safe,
+    mean_over_cases,
+    segmentation_metrics,
+)
 from anatssl.downstream.overlays import save_overlay
 from anatssl.downstream.weights import InitSource, encoder_prefixes, load_backbone_weights, resolve_init
-from anatssl.engine.device import resolve_device
+from anatssl.engine.device import autocast, resolve_device
+from anatssl.engine.precision import precision_name, resolve_amp
+from anatssl.errors import ConfigError
 from anatssl.models.backbones import Backbone, build_backbone
 
 log = logging.getLogger("anatssl")
@@ -98,29 +110,50 @@ def base_transforms(cfg: FinetuneConfig, label_values: list[int]) -> list[Any]:
     return tf
 
 
-def train_transforms(cfg: FinetuneConfig) -> list[Any]:
+def train_transforms(cfg: FinetuneConfig, num_classes: int) -> list[Any]:
+    """Pad to the crop, cut ``samples_per_volume`` crops (``segmentation.crop``), augment."""
     p = cfg.segmentation
     keys = ["image", "label"]
-    pos = p.pos_fraction
-    tf: list[Any] = [
-        T.SpatialPadd(keys=keys, spatial_size=p.roi_size),
-        T.RandCropByPosNegLabeld(
-            keys=keys,
-            label_key="label",
-            spatial_size=p.roi_size,
-            pos=pos,
-            neg=1.0 - pos,
-            num_samples=p.samples_per_volume,
-            image_key="image",
-            image_threshold=0.0,
-        ),
-    ]
-    if p.augment:  # MONAI BTCV tutorial augmentation
-        tf += [T.RandFlipd(keys=keys, prob=0.1, spatial_axis=a) for a in range(3)]
+    tf: list[Any] = [T.SpatialPadd(keys=keys, spatial_size=p.roi_size)]
+    if p.crop == "classes":
+        ratios = list(p.class_ratios) if p.class_ratios is not None else [1.0] * num_classes
+        if len(ratios) != num_classes:
+            raise ConfigError(
+                f"segmentation.class_ratios has {len(ratios)} values but the label map has {num_classes} "
+                "classes (background first); give one ratio per class or leave it null (equal ratios)"
+            )
         tf += [
-            T.RandRotate90d(keys=keys, prob=0.1, max_k=3),
-            T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            # deterministic, so CacheDataset computes each volume's class indices once
+            T.ClassesToIndicesd(keys="label", num_classes=num_classes, indices_postfix="_cls_indices"),
+            T.RandCropByLabelClassesd(
+                keys=keys,
+                label_key="label",
+                spatial_size=p.roi_size,
+                ratios=ratios,
+                num_classes=num_classes,
+                num_samples=p.samples_per_volume,
+                indices_key="label_cls_indices",
+            ),
         ]
+    else:
+        tf.append(
+            T.RandCropByPosNegLabeld(
+                keys=keys,
+                label_key="label",
+                spatial_size=p.roi_size,
+                pos=p.pos_fraction,
+                neg=1.0 - p.pos_fraction,
+                num_samples=p.samples_per_volume,
+                image_key="image",
+                image_threshold=0.0,
+            )
+        )
+    if p.augment:  # MONAI BTCV tutorial augmentation
+        if p.flips:
+            tf += [T.RandFlipd(keys=keys, prob=0.1, spatial_axis=a) for a in range(3)]
+            tf.append(T.RandRotate90d(keys=keys, prob=0.1, max_k=3))
+        tf.append(T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5))
+    tf.append(T.SelectItemsd(keys=keys))  # drop the class indices before collation
     return tf
 
 
@@ -161,20 +194,31 @@ def finetune_segmentation(
     (out / "metrics.jsonl").unlink(missing_ok=True)
     init = resolve_init(init) if isinstance(init, str) else init
     cases, label_map = read_labelled_dataset(data, need_labels=True)
-    train_cases, test_cases = split_cases(cases, cfg.split)
-    check_label_values(train_cases + test_cases, label_map)
+    split = split_dataset(cases, cfg.split)
+    train_cases, val_cases, test_cases = split.train, split.val, split.test
+    check_label_values(train_cases + val_cases + test_cases, label_map)
     values = sorted(label_map)
     contiguous = {i: label_map[v] for i, v in enumerate(values)}
     save_yaml(finetune_config_to_dict(cfg), out / "config.yaml")
     device = resolve_device(cfg.train.device)
+    amp = resolve_amp(cfg.train.amp, device)
+    log.info(
+        "segmentation fine-tuning in %s (train.amp=%s, %s)%s",
+        precision_name(amp),
+        cfg.train.amp,
+        device.type,
+        ", channels-last" if cfg.train.channels_last else "",
+    )
 
     net = build_segmentation_net(cfg, len(values))
     init_info = load_init(net, init, cfg.model.backbone)
     loaded = set(init_info.pop("loaded_keys", []))
     net.to(device)
+    if cfg.train.channels_last:
+        net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
     base = base_transforms(cfg, values)
-    train_tf = T.Compose(base + train_transforms(cfg))
+    train_tf = T.Compose(base + train_transforms(cfg, len(values)))
     train_tf.set_random_state(seed=cfg.seed)
     ds = CacheDataset(_items(train_cases), train_tf, cache_rate=1.0, num_workers=0, progress=False)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -187,20 +231,50 @@ def finetune_segmentation(
         collate_fn=list_data_collate,
         drop_last=True,
     )
-    loss_f = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_f = DiceCELoss(to_onehot_y=True, softmax=True, batch=cfg.segmentation.dice_batch)
 
     def loss_fn(batch: dict[str, Any]) -> torch.Tensor:
         x, y = batch["image"].to(device), batch["label"].to(device)
-        return loss_f(net(x), y)
+        if cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(device, amp):
+            logits = net(x)
+        return loss_f(logits.float(), y)  # softmax, Dice and CE reductions in fp32
+
+    validator = None
+    if val_cases and cfg.train.val_every > 0:
+        val_items = load_cases(cfg, val_cases, values)
+
+        def score() -> float:
+            per = [
+                segmentation_metrics(
+                    predict_case(net, cfg, item, device, amp), item["label"][0], contiguous, hd95=False
+                )
+                for item in val_items
+            ]
+            return mean_over_cases(per)["dice"]["mean"]
+
+        validator = Validator(score, cfg.train.val_every, keep_best=cfg.train.select == "best")
 
     frozen = encoder_prefixes(cfg.model.backbone) if cfg.segmentation.freeze_encoder else ()
     opt = build_finetune_optimizer(net, cfg, loaded, frozen)
     t0 = time.perf_counter()
-    history = train_steps(net, opt, cycle(loader), loss_fn, cfg, out, "finetune segmentation")
+    with warnings.catch_warnings():
+        # RandCropByLabelClassesd warns on every crop of a volume that lacks a class (its ratio is then
+        # 0 for that volume, which is what we want); the warning says nothing actionable
+        warnings.filterwarnings("ignore", message=r".*no available indices of class")
+        history = train_steps(
+            net, opt, cycle(loader), loss_fn, cfg, out, "finetune segmentation", validator, amp
+        )
     train_s = time.perf_counter() - t0
+    last_step = cfg.train.max_steps - 1
+    if validator is not None:
+        selection = validator.summary(cfg.train.select, last_step)
+    else:
+        selection = {"rule": "last", "step": last_step, "val_dice": None}
 
     t1 = time.perf_counter()
-    per_case = evaluate_segmentation(net, cfg, test_cases, values, contiguous, out, device)
+    per_case = evaluate_segmentation(net, cfg, test_cases, values, contiguous, out, device, amp)
     eval_s = time.perf_counter() - t1
     means = mean_over_cases(list(per_case.values()))
     metrics = {
@@ -208,9 +282,17 @@ def finetune_segmentation(
         "init": init_info,
         "labeled": len(train_cases),
         "train_cases": [c.name for c in train_cases],
+        "val_cases": [c.name for c in val_cases],
         "test_cases": [c.name for c in test_cases],
         "structures": [label_map[v] for v in values[1:]],
         "steps": cfg.train.max_steps,
+        "precision": precision_name(amp),
+        "amp_setting": cfg.train.amp,
+        "channels_last": cfg.train.channels_last,
+        "selection": selection,
+        "val_curve": [
+            {"step": r["step"], "val_dice": r["val_dice"]} for r in (validator.curve if validator else [])
+        ],
         "final_loss": history[-1]["loss"],
         "train_seconds": train_s,
         "eval_seconds": eval_s,
@@ -218,6 +300,7 @@ def finetune_segmentation(
         "hd95_mm": means["hd95"],
         "mean_dice": means["dice"]["mean"],
         "mean_hd95_mm": means["hd95"]["mean"],
+        "empty_structures": empty_structure_counts(list(per_case.values())),
         "per_case": per_case,
     }
     (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
@@ -236,12 +319,38 @@ def finetune_segmentation(
         )
         tmp.replace(out / "model.pt")
     log.info(
-        "segmentation: mean Dice %.4f, mean HD95 %.2f mm on %d held-out volumes",
+        "segmentation (%s, %s weights): mean Dice %.4f, mean HD95 %.2f mm on %d held-out volumes",
+        metrics["precision"],
+        f"step {selection['step']} ({selection['rule']})",
         metrics["mean_dice"],
         metrics["mean_hd95_mm"],
         len(test_cases),
     )
     return metrics
+
+
+def load_cases(cfg: FinetuneConfig, cases: list[LabelledCase], values: list[int]) -> list[dict[str, Any]]:
+    """Whole volumes through the base transforms (kept in memory for repeated validation)."""
+    ds = Dataset(_items(cases), T.Compose(base_transforms(cfg, values)))
+    return [ds[i] for i in range(len(ds))]
+
+
+def predict_case(
+    net: nn.Module, cfg: FinetuneConfig, item: dict[str, Any], device: torch.device, amp: str = "none"
+) -> torch.Tensor:
+    """Sliding-window argmax of one loaded case -> (X, Y, Z) contiguous label indices on the CPU."""
+    p = cfg.segmentation
+    logits = predict_volume(
+        net,
+        item["image"][None].to(device),
+        p.roi_size,
+        p.sw_batch_size,
+        p.sw_overlap,
+        p.sw_mode,
+        amp=amp,
+        channels_last=cfg.train.channels_last,
+    )
+    return logits.argmax(1)[0].cpu()
 
 
 def evaluate_segmentation(
@@ -252,8 +361,9 @@ def evaluate_segmentation(
     contiguous: dict[int, str],
     out: Path,
     device: torch.device,
+    amp: str = "none",
 ) -> dict[str, Any]:
-    """Sliding-window prediction of each whole held-out volume -> {case: {"dice", "hd95"}}."""
+    """Sliding-window prediction of each whole held-out volume -> {case: {"dice", "hd95", ...}}."""
     import nibabel as nib
 
     p = cfg.segmentation
@@ -263,10 +373,7 @@ def evaluate_segmentation(
     for i in range(len(ds)):
         item = ds[i]
         image, label = item["image"], item["label"]
-        logits = predict_volume(
-            net, image[None].to(device), p.roi_size, p.sw_batch_size, p.sw_overlap, p.sw_mode
-        )
-        pred = logits.argmax(1)[0].cpu()
+        pred = predict_case(net, cfg, item, device, amp)
         affine = np.asarray(image.affine, dtype=np.float64)
         spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
         per_case[item["name"]] = segmentation_metrics(pred, label[0].cpu(), contiguous, spacing)

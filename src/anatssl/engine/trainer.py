@@ -35,6 +35,7 @@ from anatssl.engine.logger import RunLogger, setup_console_logging
 from anatssl.engine.schedules import cosine_schedule, warmup_cosine
 from anatssl.errors import CheckpointError, ConfigError, TrainingError
 from anatssl.methods import SSLMethod, build_method
+from anatssl.models.boundary import plain
 
 log = logging.getLogger("anatssl")
 
@@ -237,7 +238,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
-            batch = to_device(batch, self.device)
+            batch = to_device(plain(batch), self.device)  # networks take plain tensors
             sync = (
                 self.model.no_sync()  # type: ignore[operator]
                 if D.is_dist() and i < len(micro_batches) - 1

@@ -288,12 +288,12 @@ class WindowAttentionFunction(torch.autograd.Function):
         bw, n = plan.num_windows, plan.tokens
         d = v.shape[-1]
         go = grad_out.view(bw, n, num_heads, d).transpose(1, 2).reshape(bw * num_heads, n, d)
-        grads = q.new_empty(3, bw * num_heads, n, d)
+        grads = q.new_empty((3, bw * num_heads, n, d))  # one size tuple: any tensor subclass accepts it
         gq, gk, gv = grads.unbind(0)
         grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[1] else None
         for grp, spans in _chunks(plan, bias, num_heads, q.element_size()):
             r = grp.real
-            gmask = bias.new_zeros(num_heads, n, n) if grad_bias is not None else None
+            gmask = bias.new_zeros((num_heads, n, n)) if grad_bias is not None else None
             for s, e, mask in spans:
                 p = torch.softmax(torch.baddbmm(mask, q[s:e, :r], kt[s:e]), dim=-1)  # (rows, R, N)
                 gor = go[s:e, :r]
