@@ -23,7 +23,8 @@ def plain(x: T) -> T:
     Recurses into dicts, lists and tuples (the batch layouts of MONAI's collate and of the methods'
     views); anything else (plain tensors, strings, numbers, None) is returned as it is.
     """
-    return _plain(x)  # type: ignore[no-any-return]
+    out: T = _plain(x)
+    return out
 
 
 def _plain(x: Any) -> Any:
