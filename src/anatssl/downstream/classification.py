@@ -29,7 +29,8 @@ from anatssl.downstream.loop import build_finetune_optimizer, train_steps
 from anatssl.downstream.metrics import json_safe
 from anatssl.downstream.segmentation import intensity_transform, load_init
 from anatssl.downstream.weights import InitSource, encoder_prefixes, resolve_init
-from anatssl.engine.device import resolve_device
+from anatssl.engine.device import autocast, resolve_device
+from anatssl.engine.precision import precision_name, resolve_amp
 from anatssl.errors import DataError
 from anatssl.models.backbones import Backbone, build_backbone
 from anatssl.models.boundary import plain
@@ -182,6 +183,7 @@ def finetune_classification(
     d = prepare(cfg, data)
     save_yaml(finetune_config_to_dict(cfg), out / "config.yaml")
     device = resolve_device(cfg.train.device)
+    amp = resolve_amp(cfg.train.amp, device)
     torch.manual_seed(cfg.seed)
     net = ClassificationNet(build_backbone(cfg.model), d["num_classes"], cfg.classification.pool_levels)
     init_info = load_init(net, init, cfg.model.backbone)
@@ -203,14 +205,16 @@ def finetune_classification(
                 yield xb, ys[idx]
 
     def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(net(batch[0].to(device)), batch[1].to(device))
+        with autocast(device, amp):
+            logits = net(batch[0].to(device))
+        return F.cross_entropy(logits.float(), batch[1].to(device))  # fp32 softmax and reduction
 
     t0 = time.perf_counter()
-    history = train_steps(net, opt, batches(), loss_fn, cfg, out, "finetune classification")
+    history = train_steps(net, opt, batches(), loss_fn, cfg, out, "finetune classification", amp=amp)
     train_s = time.perf_counter() - t0
     net.eval()
-    with torch.no_grad():
-        scores = torch.cat([net(x[None].to(device)).cpu() for x in d["x_test"]]).numpy()
+    with torch.no_grad(), autocast(device, amp):
+        scores = torch.cat([net(x[None].to(device)).float().cpu() for x in d["x_test"]]).numpy()
     metrics: dict[str, Any] = {
         "task": "classification",
         "init": init_info,
@@ -218,6 +222,7 @@ def finetune_classification(
         "train_cases": d["train_cases"],
         "test_cases": d["test_cases"],
         "steps": cfg.train.max_steps,
+        "precision": precision_name(amp),
         "final_loss": history[-1]["loss"],
         "train_seconds": train_s,
         **classification_scores(d["y_test"], scores),

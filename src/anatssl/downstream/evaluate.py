@@ -19,6 +19,7 @@ from anatssl.downstream.labelled import (
 from anatssl.downstream.metrics import json_safe, mean_over_cases
 from anatssl.downstream.segmentation import SegmentationNet, evaluate_segmentation
 from anatssl.engine.device import resolve_device
+from anatssl.engine.precision import precision_name, resolve_amp
 from anatssl.errors import CheckpointError, DataError
 from anatssl.models.backbones import build_backbone
 
@@ -52,16 +53,20 @@ def evaluate_finetuned_segmentation(
     net = SegmentationNet(build_backbone(cfg.model), len(values))
     net.load_state_dict(ckpt["state_dict"], strict=True)
     dev = resolve_device(device)
+    amp = resolve_amp(cfg.train.amp, dev)  # the fine-tuning run's precision setting
     net.to(dev)
+    if cfg.train.channels_last:
+        net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     out.mkdir(parents=True, exist_ok=True)
     per_case = evaluate_segmentation(
-        net, cfg, test, values, {i: label_map[v] for i, v in enumerate(values)}, out, dev
+        net, cfg, test, values, {i: label_map[v] for i, v in enumerate(values)}, out, dev, amp
     )
     means = mean_over_cases(list(per_case.values()))
     metrics = {
         "task": "segmentation",
         "model": str(model_dir),
         "cases": [c.name for c in test],
+        "precision": precision_name(amp),
         "dice": means["dice"],
         "hd95_mm": means["hd95"],
         "mean_dice": means["dice"]["mean"],
