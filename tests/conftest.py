@@ -18,3 +18,18 @@ torch.set_num_threads(1)  # small tensors: one thread is faster than two on a sh
 @pytest.fixture
 def memory_source() -> MemorySource:
     return MemorySource()
+
+
+SYNTHETIC_DATASET = ["--n", "6", "--size", "64", "64", "72", "--lesions", "0.5", "--seed", "0"]
+"""``anatssl synth`` arguments of the session's shared dataset: 6 phantoms (3 with lesions) with organ
+labels and landmarks; 72 voxels along z so a 64^3 sliding window takes two positions there."""
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny synthetic dataset for the whole session, made through the CLI (do not modify it)."""
+    from anatssl.cli.main import main
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    assert main(["synth", "--out", str(out), *SYNTHETIC_DATASET, "--quiet"]) == 0
+    return out

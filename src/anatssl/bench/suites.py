@@ -8,7 +8,7 @@ fine-tuning budget, and scored on the same fixed held-out volumes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anatssl.errors import ConfigError
@@ -98,6 +98,15 @@ SUITES: dict[str, Suite] = {
         },
     ),
 }
+
+SUITES["smoke-swin"] = replace(
+    SUITES["smoke"],
+    name="smoke-swin",
+    description="the smoke suite on the swin backbone (feature_size 12, 64^3 crops) that every shipped "
+    "pretraining preset trains: checks the pipeline of the default backbone (the other suites use conv "
+    "for CPU speed); several minutes on a laptop CPU",
+    shared=("model.backbone=swin", "model.feature_size=12", "data.hu_window=[-1000,1000]"),
+)
 
 
 def get_suite(name: str) -> Suite:
