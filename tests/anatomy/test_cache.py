@@ -10,12 +10,13 @@ import pytest
 import torch
 from sam_fixtures import make_sam_run, write_phantom
 
-from anatssl.anatomy.cache import EmbeddingCache, embed_dataset, load_preprocessed
+from anatssl.anatomy.cache import load_preprocessed
 from anatssl.anatomy.embedding import EmbeddingMap
-from anatssl.anatomy.sam_model import load_sam_run
 from anatssl.engine.checkpoint import atomic_torch_save, load_checkpoint
 from anatssl.errors import CheckpointError, DataError
 from anatssl.runs import load_pretrain_config
+from anatssl.runs.embedding import embed_dataset, embedding_cache
+from anatssl.runs.embedding import load_sam as load_sam_run
 
 
 @pytest.fixture()
@@ -32,7 +33,7 @@ def test_embed_get_round_trip_and_skip(setup: tuple[Path, Path, list[Path]], tmp
     out = tmp_path / "emb"
     assert embed_dataset(run, data, out, progress=False) == {"computed": 2, "skipped": 0}
     assert embed_dataset(run, data, out, progress=False) == {"computed": 0, "skipped": 2}
-    cache = EmbeddingCache(out)
+    cache = embedding_cache(out)
     emap = cache.get(scans[1])
     assert emap.fine.dtype == np.float16 and emap.coarse.dtype == np.float16
     np.testing.assert_allclose(np.linalg.norm(emap.fine.astype(np.float32), axis=0), 1.0, atol=2e-3)
@@ -62,22 +63,22 @@ def test_stale_and_missing(setup: tuple[Path, Path, list[Path]], tmp_path: Path)
     run, data, scans = setup
     out = tmp_path / "emb"
     with pytest.raises(DataError, match="is not a SAM embedding cache"):
-        EmbeddingCache(out).get(scans[0])
+        embedding_cache(out).get(scans[0])
     embed_dataset(run, data, out, progress=False)
     with pytest.raises(DataError, match=r"no embedding of .*other\.nii\.gz"):
-        EmbeddingCache(out).get(tmp_path / "other.nii.gz")
+        embedding_cache(out).get(tmp_path / "other.nii.gz")
     # the scan changes -> stale
     write_phantom(scans[0], seed=99)
     with pytest.raises(DataError, match=r"stale \(the scan file changed since\); re-run `anatssl embed"):
-        EmbeddingCache(out).get(scans[0])
+        embedding_cache(out).get(scans[0])
     assert embed_dataset(run, data, out, progress=False) == {"computed": 1, "skipped": 1}
-    EmbeddingCache(out).get(scans[0])
+    embedding_cache(out).get(scans[0])
     # the model's weights change -> every entry stale
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
     ck["model"] = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in ck["model"].items()}
     atomic_torch_save(ck, run / "checkpoints" / "last.pt")
     with pytest.raises(DataError, match="weights of .* changed since"):
-        EmbeddingCache(out).get(scans[1])
+        embedding_cache(out).get(scans[1])
     assert embed_dataset(run, data, out, progress=False) == {"computed": 2, "skipped": 0}
 
 
@@ -89,9 +90,9 @@ def test_other_geometry(setup: tuple[Path, Path, list[Path]], tmp_path: Path) ->
     vol.affine = vol.affine.copy()
     vol.affine[:3, 3] += [0.0, 0.0, 60.0]  # the scan moved by 60 mm
     with pytest.raises(DataError, match="of another geometry"):
-        EmbeddingCache(out).get(scans[0], volume=vol)
+        embedding_cache(out).get(scans[0], volume=vol)
     # an entry whose arrays disagree with its recorded grid
-    cache = EmbeddingCache(out)
+    cache = embedding_cache(out)
     emap = cache.get(scans[0])
     emap.fine = emap.fine[:, :-1]
     emap.fine_mask = None if emap.fine_mask is None else emap.fine_mask[:-1]
@@ -112,5 +113,5 @@ def test_run_of_the_wrong_kind(tmp_path: Path) -> None:
     man.parent.mkdir()
     man.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(DataError, match="not a SAM embedding cache manifest"):
-        EmbeddingCache(man.parent).get(tmp_path / "x.nii.gz")
+        embedding_cache(man.parent).get(tmp_path / "x.nii.gz")
     assert torch.get_num_threads() >= 1

@@ -227,12 +227,13 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
     """
     import nibabel as nib
 
-    from anatssl.anatomy.cache import EmbeddingCache, embed_dataset, load_preprocessed
+    from anatssl.anatomy.cache import EmbeddingCache, load_preprocessed
     from anatssl.anatomy.matching import iter_similarity
     from anatssl.anatomy.pairing import _FineIndex, query_vectors, refine_to_voxel, snap_to_cells
     from anatssl.data.synthetic import make_subject
     from anatssl.engine.trainer import pretrain
     from anatssl.runs import load_pretrain_config
+    from anatssl.runs.embedding import embed_dataset
 
     data = tmp_path / "data"
     data.mkdir()

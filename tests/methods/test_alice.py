@@ -282,7 +282,7 @@ def test_startup_rejects_a_volume_without_foreground(tmp_path: Path) -> None:
     import numpy as np
 
     from anatssl.errors import DataError
-    from anatssl.methods.alice import prepare_alice_run
+    from anatssl.runs.alice_stage0 import prepare_alice_run
 
     data = _write_subjects(tmp_path / "data", n=2, size=40)
     air = np.random.default_rng(0).integers(-1000, -300, (40, 40, 40)).astype(np.int16)  # below the window
@@ -294,7 +294,7 @@ def test_startup_rejects_a_volume_without_foreground(tmp_path: Path) -> None:
 
 def test_startup_needs_two_volumes_for_cross_patient_pairs(tmp_path: Path) -> None:
     from anatssl.errors import DataError
-    from anatssl.methods.alice import prepare_alice_run
+    from anatssl.runs.alice_stage0 import prepare_alice_run
 
     data = _write_subjects(tmp_path / "data", n=1, size=40)
     with pytest.raises(DataError, match="at least 2 training volumes"):
@@ -309,7 +309,7 @@ def test_pretrain_random_pairing_batch_two_resumes_exactly(tmp_path: Path) -> No
     import shutil
 
     from anatssl.engine.trainer import pretrain
-    from anatssl.methods.alice import prepare_alice_run
+    from anatssl.runs.alice_stage0 import prepare_alice_run
 
     data = str(_write_subjects(tmp_path / "data"))
     opts = (
@@ -348,7 +348,7 @@ def test_stage0_trains_sam_caches_embeddings_and_detects_stale_ones(tmp_path: Pa
 
     from anatssl.engine.trainer import pretrain
     from anatssl.errors import DataError
-    from anatssl.methods.alice import prepare_alice_run
+    from anatssl.runs.alice_stage0 import prepare_alice_run
 
     data = _write_subjects(tmp_path / "data")
     run = tmp_path / "run"

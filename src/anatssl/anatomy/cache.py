@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from anatssl.anatomy.embedding import EmbeddingMap
-from anatssl.anatomy.sam_model import SAMNet, embed_tensor, grid_affine, load_sam_run
+from anatssl.anatomy.sam_model import SAMNet, embed_tensor, grid_affine
 from anatssl.config.loader import to_dict
 from anatssl.config.schema import DataConfig
 from anatssl.data.presets import preset_key
@@ -208,12 +209,14 @@ class EmbeddingCache:
 
     ``EmbeddingCache(dir).get(volume_path)`` returns the fresh :class:`EmbeddingMap` of a scan, or
     raises :class:`DataError` saying why not (no cache, no entry, stale entry, other geometry).
-    ``check_model=True`` also verifies that the recorded SAM run's weights have not changed since.
+    ``model_hash``: ``run -> weights hash`` of the SAM run the manifest records; given, ``get`` also
+    verifies that those weights have not changed since (``anatssl.runs.embedding.embedding_cache``
+    passes the run reader's; this module never opens a run folder).
     """
 
-    def __init__(self, root: str | Path, check_model: bool = True) -> None:
+    def __init__(self, root: str | Path, model_hash: Callable[[Path], str] | None = None) -> None:
         self.root = Path(root)
-        self.check_model = check_model
+        self.model_hash = model_hash
         self._current_model_hash: str | None = None
 
     # -- manifest --------------------------------------------------------------------------------
@@ -290,11 +293,11 @@ class EmbeddingCache:
         return path
 
     def _model_hash_now(self, manifest: dict[str, Any]) -> str | None:
-        if self._current_model_hash is None:
+        if self._current_model_hash is None and self.model_hash is not None:
             run = Path(manifest.get("model_run", ""))
             if not run.exists():
                 return None  # the run was moved or deleted: nothing to compare with
-            _, _, self._current_model_hash = load_sam_run(run)
+            self._current_model_hash = self.model_hash(run)
         return self._current_model_hash
 
     def get(self, volume_path: str | Path, volume: Volume | None = None) -> EmbeddingMap:
@@ -306,7 +309,7 @@ class EmbeddingCache:
             raise DataError(f"no embedding of {volume_path} in {self.root}; {redo} with a PATH that holds it")
         if reason is not None:
             raise DataError(f"the embedding of {volume_path} in {self.root} is stale ({reason}); {redo}")
-        if self.check_model:
+        if self.model_hash is not None:
             now = self._model_hash_now(m)
             if now is not None and now != m["model_hash"]:
                 raise DataError(
@@ -328,37 +331,8 @@ def load_preprocessed(path: str | Path, data: DataConfig) -> Volume:
     return preprocess(read_volume(path), data)
 
 
-def embed_dataset(
-    run: str | Path,
-    data: str | Path,
-    out: str | Path,
-    device: str | torch.device = "cpu",
-    window: int | None = 128,
-    progress: bool = True,
-) -> dict[str, int]:
-    """``anatssl embed``: embed every scan of ``data`` with the SAM ``run`` into the cache ``out``.
-
-    Fresh entries are skipped, stale ones recomputed. Returns ``{"computed": n, "skipped": m}``.
-    """
-    from anatssl.data.manifest import discover
-
-    net, cfg, mhash = load_sam_run(run, device)
-    items = discover(data)
-    cache = EmbeddingCache(out, check_model=False)
-    phash = preset_hash(cfg.data)
-    cache.write_manifest(str(run), mhash, cfg.data, net)
-    todo = [it for it in items if cache.stale_reason(it.image, mhash, phash) is not None]
-    with _progress(progress) as bar:
-        task = bar.add_task("embedding", total=len(items), completed=len(items) - len(todo))
-        for it in todo:
-            vol = load_preprocessed(it.image, cfg.data)
-            emap = embed_volume(net, vol, window=window, device=device)
-            cache.put(it.image, emap, mhash, phash)
-            bar.advance(task)
-    return {"computed": len(todo), "skipped": len(items) - len(todo)}
-
-
-def _progress(enabled: bool) -> Any:
+def progress_bar(enabled: bool) -> Any:
+    """A rich progress bar (disabled: a no-op one) for per-scan loops."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -29,56 +29,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anatssl.anatomy.cache import atomic_write_bytes, embed_volume, fine_foreground
+from anatssl.anatomy.cache import atomic_write_bytes, fine_foreground
 from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.matching import match_points
-from anatssl.anatomy.sam_model import grid_affine, load_sam_run, pad_to_multiple
-from anatssl.config.schema import PretrainConfig
+from anatssl.anatomy.sam_model import grid_affine, pad_to_multiple
 from anatssl.data.volume import Volume
-from anatssl.errors import CheckpointError, DataError
+from anatssl.errors import DataError
 
 WITHIN_MM = 10.0
 FEATURE_LAYERS = ("decoder", "encoder")
 BOOTSTRAP_REPS = 2000
 
 
-def load_run_config(run: str | Path) -> tuple[PretrainConfig, dict[str, Any]]:
-    """(resolved config, checkpoint dict) of any pretraining run directory or checkpoint file."""
-    from anatssl.config import read_yaml
-    from anatssl.engine.checkpoint import find_run_checkpoint, load_checkpoint
-    from anatssl.runs import build_pretrain_config
-
-    path = find_run_checkpoint(run)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    run_dir = Path(run) if Path(run).is_dir() else path.parent.parent
-    saved = run_dir / "config.yaml"
-    raw = ckpt.get("config") or (read_yaml(saved) if saved.is_file() else None)
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: no resolved config in the checkpoint nor in {run_dir}/config.yaml")
-    return build_pretrain_config(raw), ckpt
-
-
-def dense_feature_embedder(run: str | Path, layer: str = "decoder") -> Callable[[Volume], EmbeddingMap]:
-    """An embedder for a run of any method: the backbone's stride-2 features, L2-normalised.
+def dense_feature_embedder(backbone: Any, layer: str = "decoder") -> Callable[[Volume], EmbeddingMap]:
+    """An embedder from any backbone (``encode`` / ``decode``): its stride-2 features, L2-normalised.
 
     ``layer``: ``decoder`` (the decoder's stride-2 output, ``decode(x, feats)[3]``) or ``encoder`` (the
-    first encoder stage, stride 2).
+    first encoder stage, stride 2). A run's embedder is :func:`anatssl.runs.embedding.model_embedder`.
     """
-    from anatssl.methods import build_method
-
     if layer not in FEATURE_LAYERS:
         raise ValueError(f"layer must be one of {FEATURE_LAYERS}, got {layer!r}")
-    cfg, ckpt = load_run_config(run)
-    method = build_method(cfg)
-    try:
-        method.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{run}: weights do not fit the {cfg.method!r} method of its config: {str(e).splitlines()[0]}"
-        ) from e
-    backbone: Any = method.encoder().eval()
-    if not hasattr(backbone, "encode"):
-        raise CheckpointError(f"{run}: the encoder of method {cfg.method!r} has no dense features (encode)")
 
     @torch.no_grad()
     def embed(volume: Volume) -> EmbeddingMap:
@@ -99,17 +69,6 @@ def dense_feature_embedder(run: str | Path, layer: str = "decoder") -> Callable[
         return EmbeddingMap(f, f, aff, aff, meta, fine_mask=fine_foreground(volume, 2))
 
     return embed
-
-
-def model_embedder(
-    run: str | Path, layer: str = "decoder"
-) -> tuple[Callable[[Volume], EmbeddingMap], PretrainConfig]:
-    """SAM run -> its fine/coarse embedder; any other run -> :func:`dense_feature_embedder`."""
-    cfg, _ = load_run_config(run)
-    if cfg.method == "sam":
-        net, cfg, _ = load_sam_run(run)
-        return (lambda v: embed_volume(net, v)), cfg
-    return dense_feature_embedder(run, layer), cfg
 
 
 def _inside(volume: Volume, pts: np.ndarray) -> np.ndarray:

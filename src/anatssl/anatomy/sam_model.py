@@ -26,15 +26,11 @@ instance statistics would differ between the two, running BN statistics do not.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from anatssl.config.schema import PretrainConfig
-from anatssl.errors import CheckpointError
 
 
 class _ResBlock(nn.Module):
@@ -209,43 +205,6 @@ def embed_tensor(
     fx, fy, fz = grid_shape(shape, fs)
     cx, cy, cz = grid_shape(shape, cs)
     return fine[:, :fx, :fy, :fz], coarse[:, :cx, :cy, :cz]
-
-
-def load_sam_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[SAMNet, PretrainConfig, str]:
-    """A SAM run directory (or its checkpoint file) -> (eval-mode SAMNet, resolved config, weights hash).
-
-    Raises :class:`CheckpointError` for a missing checkpoint, a run of another method, or weights that do
-    not fit the configured network.
-    """
-    from anatssl.config import read_yaml
-    from anatssl.engine.checkpoint import find_run_checkpoint, load_checkpoint
-    from anatssl.runs import build_pretrain_config
-
-    path = find_run_checkpoint(run)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    run_dir = Path(run) if Path(run).is_dir() else path.parent.parent
-    saved = run_dir / "config.yaml"
-    raw = ckpt.get("config") or (read_yaml(saved) if saved.is_file() else None)
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: no resolved config in the checkpoint nor at {saved}")
-    method = raw.get("method")
-    if method != "sam":
-        raise CheckpointError(
-            f"{run} is a {method!r} run, not a SAM run; the anatomical embedding model is trained with "
-            "`anatssl pretrain --method sam` (use that run's directory here)"
-        )
-    cfg = build_pretrain_config(raw)
-    p = cfg.params
-    net = SAMNet(cfg.model.in_channels, p.width, tuple(p.blocks), p.embed_dim, p.fpn_dim or None)
-    state = {k[len("net.") :]: v for k, v in ckpt["model"].items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{path}: weights do not fit the SAM network of its config: {str(e).splitlines()[0]}"
-        ) from e
-    net.to(device).eval()
-    return net, cfg, weights_hash(state)
 
 
 def weights_hash(state: dict[str, torch.Tensor]) -> str:

@@ -97,32 +97,13 @@ def make_synthetic_data(out: Path, n: int, seed: int, size: int, lesions: float 
 
 def pretrain_run(method: str, data: Path, out: Path, overrides: Sequence[str]) -> dict[str, Any]:
     """Pretrain ``method`` into ``out`` (resuming a partial run) as ``anatssl pretrain`` would."""
-    from anatssl.engine.trainer import pretrain
-    from anatssl.runs import load_pretrain_config
+    from anatssl.runs import RunDir, load_pretrain_config
+    from anatssl.runs.pretraining import run_pretraining
 
     cfg = load_pretrain_config(method, "tiny", None, list(overrides))
-    if method == "alice":
-        from anatssl.methods.alice import prepare_alice_run
-
-        cfg.params.embeddings_dir = prepare_alice_run(cfg, str(data), str(out)) or None
-    resume = (out / "checkpoints" / "last.pt").is_file()
-    pretrain(cfg, str(data), out, resume=resume)
-    return {"run": str(out), "method": method, "steps": cfg.train.max_steps, "loss_curve": loss_curve(out)}
-
-
-def loss_curve(run: Path) -> list[list[float]]:
-    """[[step, loss], ...] from a run's metrics.jsonl."""
-    rows = []
-    path = run / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "step" in r and "loss" in r:
-                rows.append([float(r["step"]), float(r["loss"])])
-    return rows
+    run = RunDir(out)
+    run_pretraining(cfg, str(data), out, resume=run.has_checkpoint())
+    return {"run": str(out), "method": method, "steps": cfg.train.max_steps, "loss_curve": run.loss_curve()}
 
 
 def finetune_cell(init: str, data: Path, out: Path, seed: int, labeled: int, suite: Suite) -> dict[str, Any]:
@@ -153,11 +134,12 @@ def correspondence_cell(run: str, data: Path, suite: Suite, out: Path) -> dict[s
     held-out subject is matched into every other one with the backbone's stride-2 decoder features; the
     result also carries the two learning-free baselines (same voxel index, random foreground voxel).
     """
-    from anatssl.anatomy.correspondence import evaluate_correspondence, model_embedder
+    from anatssl.anatomy.correspondence import evaluate_correspondence
     from anatssl.data.manifest import discover
     from anatssl.data.source import VolumeSource
     from anatssl.downstream.config import SplitConfig
     from anatssl.downstream.labelled import read_labelled_dataset, split_cases
+    from anatssl.runs.embedding import model_embedder
 
     cases, _ = read_labelled_dataset(data)
     _, test = split_cases(cases, SplitConfig(n_test=suite.n_test))

@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anatssl.anatomy.cache import embed_dataset
+    from anatssl.runs.embedding import embed_dataset
 
     stats = embed_dataset(
         args.model,

@@ -62,7 +62,8 @@ def add_correspondence_args(p: argparse.ArgumentParser) -> None:
 def run_correspondence(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from anatssl.anatomy.correspondence import evaluate_correspondence, model_embedder, write_metrics
+    from anatssl.anatomy.correspondence import evaluate_correspondence, write_metrics
+    from anatssl.runs.embedding import model_embedder
     from anatssl.data.source import VolumeSource
 
     embed, cfg = model_embedder(args.model, args.features)

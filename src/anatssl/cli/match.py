@@ -82,18 +82,18 @@ def _apply(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anatssl.anatomy.cache import EmbeddingCache, embed_volume, load_preprocessed
+    from anatssl.anatomy.cache import embed_volume, load_preprocessed
     from anatssl.anatomy.matching import match_points
-    from anatssl.anatomy.sam_model import load_sam_run
+    from anatssl.runs.embedding import embedding_cache, load_sam
 
     point = parse_point(args.point)
-    net, cfg, _ = load_sam_run(args.model, args.device)
+    net, cfg, _ = load_sam(args.model, args.device)
     vol_a = load_preprocessed(args.a, cfg.data)
     vol_b = load_preprocessed(args.b, cfg.data)
     if args.voxel:
         point = _apply(file_affine(args.a), point)
     if args.embeddings:
-        cache = EmbeddingCache(args.embeddings)
+        cache = embedding_cache(args.embeddings)
         map_a, map_b = cache.get(args.a, volume=vol_a), cache.get(args.b, volume=vol_b)
     else:
         map_a = embed_volume(net, vol_a, device=args.device)

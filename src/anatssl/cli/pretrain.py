@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from anatssl.config import parse_overrides, read_yaml
-from anatssl.config.loader import deep_merge
-from anatssl.runs import build_pretrain_config, load_pretrain_config
+from anatssl.runs import load_pretrain_config, resume_pretrain_config
 
 EPILOG = """\
 examples:
@@ -70,36 +67,15 @@ def resolve_config(args: argparse.Namespace) -> Any:
     if getattr(args, "casa_target", None):
         overrides.append(f"alice.casa_target={args.casa_target}")
     if args.resume:
-        saved = Path(args.out) / "config.yaml"
-        if not saved.is_file():
-            from anatssl.errors import CheckpointError
-
-            raise CheckpointError(f"--resume: {saved} does not exist; is {args.out} a run directory?")
-        raw = read_yaml(saved)
-        if args.config:
-            raw = deep_merge(raw, read_yaml(args.config))
-        raw = deep_merge(raw, parse_overrides(overrides))
-        if raw.get("method") != args.method:
-            from anatssl.errors import ConfigError
-
-            raise ConfigError(f"{saved} is a {raw.get('method')!r} run, not {args.method!r}")
-        return build_pretrain_config(raw)
+        return resume_pretrain_config(args.out, args.method, args.config, overrides)
     return load_pretrain_config(args.method, args.preset, args.config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    from anatssl.engine.trainer import pretrain
+    from anatssl.runs.pretraining import run_pretraining
 
     cfg = resolve_config(args)
-    if args.method == "alice":
-        from anatssl.methods.alice import prepare_alice_run
-
-        cfg.params.embeddings_dir = prepare_alice_run(
-            cfg, args.data, args.out, embeddings=args.embeddings, sam_run=args.sam
-        )
-    elif args.embeddings or args.sam:
-        from anatssl.errors import ConfigError
-
-        raise ConfigError("--embeddings / --sam only apply to --method alice")
-    pretrain(cfg, args.data, args.out, resume=args.resume)
+    run_pretraining(
+        cfg, args.data, args.out, resume=args.resume, embeddings=args.embeddings, sam_run=args.sam
+    )
     return 0

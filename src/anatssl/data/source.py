@@ -82,7 +82,6 @@ class VolumeSource:
         data: a dataset path (folder, dataset.json, CSV, volume file) or a list of ``DataItem``.
         data_cfg: intensity / spacing / crop settings (``DataConfig``).
         cache_dir: where preprocessed arrays go; None: ``data_cfg.cache_dir`` or the defaults.
-        min_shape: optional (X, Y, Z); ``undersized()`` then lists the scans smaller than it. Not an error.
         fallback_cache_dir: used when the data folder is read-only (the engine passes ``<run>/cache``).
         channels: expected image channels (``model.in_channels``); 1 for CT and single-sequence MRI.
         nan_policy: ``error`` (a NaN voxel makes the scan bad) or ``fill`` (minimum, with a warning).
@@ -93,7 +92,6 @@ class VolumeSource:
         data: str | Path | Sequence[DataItem],
         data_cfg: DataConfig,
         cache_dir: str | Path | None = None,
-        min_shape: Sequence[int] | None = None,
         *,
         fallback_cache_dir: str | Path | None = None,
         channels: int = 1,
@@ -112,10 +110,11 @@ class VolumeSource:
             data, cache_dir if cache_dir is not None else data_cfg.cache_dir, fallback_cache_dir
         )
         self.cache = VolumeCache(root)
-        self.min_shape = None if min_shape is None else tuple(int(s) for s in min_shape)
         self.channels = channels
         self.nan_policy = nan_policy
         self._shapes: dict[str, tuple[int, int, int]] = {}
+        self.validated = False
+        """Whether :meth:`validate` has run (every scan decoded once, the bad ones dropped)."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -182,6 +181,7 @@ class VolumeSource:
         self.items = [it for it, r in zip(self.items, reasons) if r is None]
         if bad:
             log.warning("%d of %d scans dropped; training on the other %d", len(bad), n, len(self.items))
+        self.validated = True
         return bad
 
     def shapes(self) -> list[tuple[str, tuple[int, int, int]]]:
@@ -193,12 +193,6 @@ class VolumeSource:
                 self.load(i)
             out.append((key, self._shapes[key]))
         return out
-
-    def undersized(self) -> list[tuple[str, tuple[int, int, int]]]:
-        """The scans smaller than ``min_shape`` along some axis (views zero-pad them)."""
-        if self.min_shape is None:
-            return []
-        return [(p, s) for p, s in self.shapes() if any(a < b for a, b in zip(s, self.min_shape))]
 
 
 @contextmanager

@@ -23,6 +23,17 @@ from anatssl.errors import CheckpointError
 FORMAT = "anatssl-checkpoint"
 VERSION = 1
 
+# the run folder's layout (DESIGN.md, *Run directory*): written by the trainer, read by anatssl.runs.RunDir
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+
+
+def step_checkpoint_name(step: int) -> str:
+    """The file name of the copy kept at ``step`` (``train.keep_checkpoints``)."""
+    return f"step_{step:07d}.pt"
+
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temp file in the same folder, fsync, then ``os.replace``: never a half-written file."""
@@ -91,18 +102,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "to load plain weights use `anatssl finetune --init FILE`"
         )
     return ckpt
-
-
-def find_run_checkpoint(run: str | Path) -> Path:
-    """``RUN`` (a run directory) or a checkpoint file -> the checkpoint path."""
-    run = Path(run)
-    if run.is_dir():
-        path = run / "checkpoints" / "last.pt"
-        if not path.is_file():
-            raise CheckpointError(
-                f"run directory {run} has no checkpoints/last.pt; has its training started?"
-            )
-        return path
-    if run.is_file():
-        return run
-    raise CheckpointError(f"{run} is neither a run directory nor a checkpoint file")

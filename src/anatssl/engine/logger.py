@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from anatssl.engine.checkpoint import METRICS_FILE
+
 log = logging.getLogger("anatssl")
 
 
@@ -40,7 +42,7 @@ class RunLogger:
         description: str = "pretrain",
     ) -> None:
         self.enabled = enabled
-        self.metrics_path = out_dir / "metrics.jsonl"
+        self.metrics_path = out_dir / METRICS_FILE
         self._file = None
         self._tb = None
         self._progress: Progress | None = None

@@ -20,14 +20,20 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from anatssl.config import PretrainConfig, pretrain_config_to_dict, save_yaml
+from anatssl.data.source import VolumeSource
 from anatssl.engine import distributed as D
 from anatssl.engine.checkpoint import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
     FORMAT,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
     VERSION,
     atomic_torch_save,
     load_checkpoint,
     rng_state,
     set_rng_state,
+    step_checkpoint_name,
 )
 from anatssl.engine.data import StepBatchSampler, ViewDataset, collate
 from anatssl.engine.device import autocast, resolve_device, to_device
@@ -67,10 +73,9 @@ def build_optimizer(method: SSLMethod, cfg: PretrainConfig) -> torch.optim.AdamW
 
 
 def _build_source(cfg: PretrainConfig, data: Any, out_dir: Path) -> Any:
+    """A dataset path -> its :class:`VolumeSource`; a source or in-memory provider (len + load) as is."""
     if not isinstance(data, (str, Path)):
-        return data  # an in-memory provider (len + load)
-    from anatssl.data.source import VolumeSource
-
+        return data
     return VolumeSource(
         data,
         cfg.data,
@@ -92,15 +97,16 @@ class Trainer:
     def __init__(self, cfg: PretrainConfig, data: Any, out_dir: str | Path, resume: bool = False) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
-        self.ckpt_dir = self.out_dir / "checkpoints"
-        self.last_path = self.ckpt_dir / "last.pt"
+        self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
+        self.last_path = self.ckpt_dir / LAST_CHECKPOINT
         self.device = resolve_device(cfg.train.device)
         D.init_from_env(self.device)
         if cfg.train.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16 or none")
         if self.last_path.exists() and not resume:
             raise ConfigError(
-                f"{self.out_dir} already holds a run (checkpoints/last.pt); pass --resume to continue it "
+                f"{self.out_dir} already holds a run ({self.last_path.relative_to(self.out_dir)}); pass "
+                "--resume to continue it "
                 "or choose another --out"
             )
         if resume and not self.last_path.exists():
@@ -108,12 +114,12 @@ class Trainer:
         self.resume = resume
         if D.is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(pretrain_config_to_dict(cfg), self.out_dir / "config.yaml")
+            save_yaml(pretrain_config_to_dict(cfg), self.out_dir / CONFIG_FILE)
         D.barrier()
 
         # data first: a bad dataset fails before any model is built
         self.source = _build_source(cfg, data, self.out_dir)
-        if hasattr(self.source, "validate"):
+        if isinstance(self.source, VolumeSource) and not self.source.validated:
             if D.is_main():
                 self.source.validate(progress=cfg.train.progress)
             D.barrier()
@@ -179,7 +185,7 @@ class Trainer:
         state = self.state(step)
         atomic_torch_save(state, self.last_path)
         if self.cfg.train.keep_checkpoints:
-            atomic_torch_save(state, self.ckpt_dir / f"step_{step:07d}.pt")
+            atomic_torch_save(state, self.ckpt_dir / step_checkpoint_name(step))
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
@@ -288,7 +294,7 @@ class Trainer:
         cfg = self.cfg
         if self.resume:
             if D.is_main():
-                _truncate_metrics(self.out_dir / "metrics.jsonl", self.start_step)
+                _truncate_metrics(self.out_dir / METRICS_FILE, self.start_step)
         if self.start_step >= cfg.train.max_steps:
             log.info("nothing to do: the run is at step %d of %d", self.start_step, cfg.train.max_steps)
             return self.out_dir

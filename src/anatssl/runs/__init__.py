@@ -19,9 +19,8 @@ from anatssl.runs.resolve import (
     load_finetune_config,
     load_pretrain_config,
     resolve_raw,
-    resume_pretrain_config,
 )
-from anatssl.runs.rundir import RunDir, open_run
+from anatssl.runs.rundir import RunDir, open_run, resume_pretrain_config
 
 __all__ = [
     "RunDir",

@@ -19,7 +19,7 @@ from anatssl.config.finetune import FinetuneConfig, check_finetune_config, prese
 from anatssl.config.loader import deep_merge, from_dict, parse_overrides, read_preset, read_yaml
 from anatssl.config.pretrain import SECTIONS, TOP_KEYS, check_pretrain_config
 from anatssl.config.schema import PretrainConfig
-from anatssl.errors import CheckpointError, ConfigError
+from anatssl.errors import ConfigError
 
 
 def resolve_raw(
@@ -88,21 +88,6 @@ def load_pretrain_config(
     if raw.get("method", method) != method:
         raise ConfigError(f"config says method {raw['method']!r} but --method is {method!r}")
     raw["method"] = method
-    return build_pretrain_config(raw)
-
-
-def resume_pretrain_config(
-    run: str | Path, method: str, config_file: str | Path | None = None, overrides: Sequence[str] = ()
-) -> PretrainConfig:
-    """``--resume``: the run's saved ``config.yaml`` <- YAML <- overrides (e.g. a larger max_steps)."""
-    from anatssl.runs.rundir import RunDir
-
-    rd = RunDir(run)
-    if not rd.config_path.is_file():
-        raise CheckpointError(f"--resume: {rd.config_path} does not exist; is {run} a run directory?")
-    raw = resolve_raw("pretrain", "", None, "", config_file, overrides, start=rd.raw_config)
-    if raw.get("method") != method:
-        raise ConfigError(f"{rd.config_path} is a {raw.get('method')!r} run, not {method!r}")
     return build_pretrain_config(raw)
 
 

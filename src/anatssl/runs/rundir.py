@@ -19,12 +19,21 @@ Which config: a checkpoint file given directly -> the config stored in it; a fol
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anatssl.config.loader import read_yaml
 from anatssl.config.schema import DataConfig, PretrainConfig
+from anatssl.engine.checkpoint import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    load_checkpoint,
+    step_checkpoint_name,
+)
 from anatssl.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -32,16 +41,16 @@ if TYPE_CHECKING:
 
     from anatssl.methods.base import SSLMethod
 
-CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
-LAST = "last"
+CONFIG = CONFIG_FILE
+METRICS = METRICS_FILE
+CHECKPOINTS = CHECKPOINT_DIR
+LAST = LAST_CHECKPOINT.removesuffix(".pt")
 
 
 def checkpoint_name(name: str | int) -> str:
     """``"last"`` -> ``last.pt``; a step ``1200`` -> ``step_0001200.pt`` (``train.keep_checkpoints``)."""
     if isinstance(name, int):
-        return f"step_{name:07d}.pt"
+        return step_checkpoint_name(name)
     return name if name.endswith(".pt") else f"{name}.pt"
 
 
@@ -105,8 +114,6 @@ class RunDir:
         self, name: str | int = LAST, map_location: str | torch.device = "cpu"
     ) -> dict[str, Any]:
         """The checkpoint dict (``weights_only=True``; CheckpointError for a missing / bad file)."""
-        from anatssl.engine.checkpoint import load_checkpoint
-
         return load_checkpoint(self.checkpoint_path(name), map_location=map_location)
 
     @cached_property
@@ -171,10 +178,20 @@ class RunDir:
         """``[[step, loss], ...]`` from ``metrics.jsonl``."""
         return [[float(r["step"]), float(r["loss"])] for r in self.metrics() if "step" in r and "loss" in r]
 
-    def require_method(self, method: str, what: str) -> None:
-        """CheckpointError unless the run was made by ``method``; ``what`` says what it was opened for."""
-        if self.method != method:
-            raise CheckpointError(f"{self.given} is a {self.method!r} run, not a {what}")
+    def resume_config(
+        self, method: str, config_file: str | Path | None = None, overrides: Sequence[str] = ()
+    ) -> PretrainConfig:
+        """``--resume``: the saved ``config.yaml`` <- YAML <- overrides (e.g. a larger max_steps)."""
+        from anatssl.runs.resolve import build_pretrain_config, resolve_raw
+
+        if not self.config_path.is_file():
+            raise CheckpointError(
+                f"--resume: {self.config_path} does not exist; is {self.given} a run directory?"
+            )
+        raw = resolve_raw("pretrain", "", None, "", config_file, overrides, start=self.raw_config)
+        if raw.get("method") != method:
+            raise ConfigError(f"{self.config_path} is a {raw.get('method')!r} run, not {method!r}")
+        return build_pretrain_config(raw)
 
     # -- networks ------------------------------------------------------------------------------
     def build_method(self, load: bool = True, name: str | int = LAST) -> SSLMethod:
@@ -214,6 +231,13 @@ def _groups(keys: list[str], limit: int = 8) -> list[str]:
         if g not in out:
             out.append(g)
     return out[:limit] + ([f"... ({len(out) - limit} more groups)"] if len(out) > limit else [])
+
+
+def resume_pretrain_config(
+    run: str | Path, method: str, config_file: str | Path | None = None, overrides: Sequence[str] = ()
+) -> PretrainConfig:
+    """:meth:`RunDir.resume_config` of the run folder ``run``."""
+    return RunDir(run).resume_config(method, config_file, overrides)
 
 
 def open_run(path: str | Path) -> RunDir:

@@ -104,7 +104,7 @@ class AliceViews:
         The first request for a scan (per process) checks that the entry exists, was computed with the
         cache's current model and preset, and covers the scan (:func:`check_coverage`). Whether the
         scan *file* changed since embedding (a full read to hash it) is checked once for the whole
-        dataset at start-up (``anatssl.methods.alice.check_alice_data``), not in every DataLoader
+        dataset at start-up (``anatssl.runs.alice_stage0.check_alice_data``), not in every DataLoader
         worker.
         """
         from anatssl.anatomy.cache import EmbeddingCache, load_map
