@@ -149,7 +149,7 @@ def test_every_cell_config_of_a_suite_resolves(name: str) -> None:
         for method in suite.methods:
             cfg = load_pretrain_config(
                 method,
-                "tiny",
+                suite.preset,
                 None,
                 [*suite.shared, *suite.pretrain, *suite.method_overrides.get(method, ())],
             )
@@ -157,12 +157,12 @@ def test_every_cell_config_of_a_suite_resolves(name: str) -> None:
         for n in suite.labeled:
             ft = load_finetune_config(
                 "segmentation",
-                "tiny",
+                suite.finetune_preset,
                 None,
                 [*suite.shared, *suite.finetune, f"split.labeled={n}", f"split.n_test={suite.n_test}"],
             )
             assert ft.split.labeled == n
-        assert max(suite.labeled) + suite.n_test <= suite.data["n"]
+        assert max((*suite.labeled, *suite.dense)) + suite.n_test <= suite.data["n"]
 
 
 @pytest.mark.parametrize("name", [*SUITES, "quickstart-alice", "quickstart-swinssl"])
@@ -175,20 +175,27 @@ def test_every_arm_is_fine_tuned_with_the_same_network_and_preprocessing(name: s
     from anatssl.runs import load_pretrain_config
 
     suite = quickstart_suite(name.split("-")[1]) if name.startswith("quickstart") else get_suite(name)
-    ft_overrides = [*suite.shared, *suite.finetune, f"split.labeled={suite.labeled[0]}"]
+    ft_overrides = [*suite.shared, *suite.finetune, f"split.labeled={(*suite.labeled, *suite.dense)[0]}"]
 
     def seen(ft):  # type: ignore[no-untyped-def]
         d = ft.data
         return (d.modality, tuple(d.hu_window), d.spacing, tuple(d.mri_percentiles), ft.model)
 
-    scratch = seen(load_finetune_config("segmentation", "tiny", None, ft_overrides))
+    scratch = seen(load_finetune_config("segmentation", suite.finetune_preset, None, ft_overrides))
     for method in suite.methods:
         pre = load_pretrain_config(
-            method, "tiny", None, [*suite.shared, *suite.pretrain, *suite.method_overrides.get(method, ())]
+            method,
+            suite.preset,
+            None,
+            [*suite.shared, *suite.pretrain, *suite.method_overrides.get(method, ())],
         )
         raw = pretrain_config_to_dict(pre)
         ft = load_finetune_config(
-            "segmentation", "tiny", None, ft_overrides, from_init={"model": raw["model"], "data": raw["data"]}
+            "segmentation",
+            suite.finetune_preset,
+            None,
+            ft_overrides,
+            from_init={"model": raw["model"], "data": raw["data"]},
         )
         assert seen(ft) == scratch, (method, seen(ft), scratch)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from anatssl.bench.stats import fmt_delta, paired_delta, verdict
 from anatssl.bench.suites import Suite
 
 
@@ -37,6 +38,7 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
             if not recs:
                 continue
             structures = list((recs[0].get("dice") or {}).keys())
+            ft_seeds = suite.finetune_seeds or suite.seeds
             seg[init][str(n)] = {
                 "mean_dice": mean_std([r.get("mean_dice") for r in recs]),
                 "mean_hd95_mm": mean_std([r.get("mean_hd95_mm") for r in recs]),
@@ -46,6 +48,13 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
                     if k != "mean"
                 },
             }
+            if init != "scratch":
+                seg[init][str(n)]["delta_vs_scratch"] = paired(
+                    cells,
+                    [f"finetune-{init}-n{n}-s{s}" for s in ft_seeds],
+                    [f"finetune-scratch-n{n}-s{s}" for s in ft_seeds],
+                    lambda r: r.get("per_case_mean_dice"),
+                )
         keys = (f"correspondence-{init}-s{s}" for s in suite.seeds)
         recs = [cells[k] for k in keys if k in cells and cells[k].get("available")]
         if recs:
@@ -81,11 +90,133 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
         "spec": dataclasses.asdict(suite),
         "inits": inits,
         "segmentation": seg,
+        "dense": summarise_dense(suite, inits, cells),
+        "budget_curve": budget_curve(suite, methods, cells),
         "correspondence": corr,
         "correspondence_baselines": {k: {"mean_error_mm": mean_std(v)} for k, v in baselines.items()},
         "pretrain": pre,
         "cost": cost,
     }
+
+
+def paired(
+    cells: dict[str, dict[str, Any]],
+    arm: Sequence[str],
+    control: Sequence[str],
+    units: Any,
+) -> dict[str, Any]:
+    """Paired difference (arm - control) over the seeds (one cell name each, same order) and the units
+    ``units(record) -> {unit: value}`` (test volumes, landmarks) of both, with its bootstrap interval."""
+    pairs = [(cells.get(a), cells.get(c)) for a, c in zip(arm, control)]
+    ua = [units(a) or {} for a, c in pairs if a and c]
+    uc = [units(c) or {} for a, c in pairs if a and c]
+    keys = sorted({k for u in ua + uc for k in u})
+    if not keys:
+        return paired_delta(np.full((1, 1), np.nan), np.full((1, 1), np.nan))
+
+    def mat(us: list[dict[str, Any]]) -> np.ndarray:
+        return np.array(
+            [[np.nan if u.get(k) is None else float(u[k]) for k in keys] for u in us], dtype=float
+        )
+
+    return paired_delta(mat(ua), mat(uc))
+
+
+DENSE_KEYS = ("probe", "label_transfer")
+
+
+def _dense_entry(
+    cells: dict[str, dict[str, Any]], init: str, names: Sequence[str], control: Sequence[str] | None
+) -> dict[str, Any]:
+    """Dense records of ``init`` (one cell name per seed) -> probe / transfer per N and landmarks, with
+    paired deltas against the ``control`` cells (same seeds) when given."""
+    out: dict[str, Any] = {}
+    recs = [cells.get(n) for n in names]
+    for key in DENSE_KEYS:
+        per_n: dict[str, Any] = {}
+        counts = sorted({int(n) for r in recs if r for n in (r.get(key) or {})})
+        for n in counts:
+            rs = [r[key][str(n)] for r in recs if r and str(n) in (r.get(key) or {})]
+            structures = list(rs[0].get("dice") or {})
+            entry = {
+                "mean_dice": mean_std([x.get("mean_dice") for x in rs]),
+                "dice_per_structure": {
+                    k: mean_std([(x.get("dice") or {}).get(k) for x in rs])["mean"] for k in structures
+                },
+            }
+            if control is not None:
+                entry["delta_vs_scratch"] = paired(
+                    cells,
+                    list(names),
+                    list(control),
+                    lambda r, key=key, n=n: ((r.get(key) or {}).get(str(n)) or {}).get("per_case_mean_dice"),
+                )
+            per_n[str(n)] = entry
+        if per_n:
+            out[key] = per_n
+    lms = [r["landmarks"] for r in recs if r and (r.get("landmarks") or {}).get("available")]
+    if lms:
+        # the mean over landmarks of each landmark's mean error: the quantity whose paired difference
+        # (per landmark) the interval is about; ``mre_all_matches_mm`` weighs landmarks by their matches
+        out["landmark_error_mm"] = mean_std(
+            [
+                float(np.mean(list(lm["per_landmark_mre_mm"].values())))
+                for lm in lms
+                if lm["per_landmark_mre_mm"]
+            ]
+        )
+        out["landmark_mre_all_matches_mm"] = mean_std([lm["model"]["mre_mm"] for lm in lms])
+        out["landmark_baselines_mm"] = {
+            b: mean_std([lm[b]["mre_mm"] for lm in lms if b in lm])
+            for b in ("same_voxel", "random_foreground")
+        }
+        if control is not None:
+            out["landmark_error_mm"]["delta_vs_scratch"] = paired(
+                cells,
+                list(names),
+                list(control),
+                lambda r: (r.get("landmarks") or {}).get("per_landmark_mre_mm"),
+            )
+    return out
+
+
+def summarise_dense(suite: Suite, inits: Sequence[str], cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per arm: probe and label transfer (mean Dice per labelled count), landmark error, each with
+    ``delta_vs_scratch`` (paired over seeds x test volumes / landmarks; bench/stats.py)."""
+    out: dict[str, Any] = {}
+    control = [f"dense-scratch-s{s}" for s in suite.seeds]
+    for init in inits:
+        names = [f"dense-{init}-s{s}" for s in suite.seeds]
+        entry = _dense_entry(cells, init, names, None if init == "scratch" else control)
+        if entry:
+            out[init] = entry
+    return out
+
+
+def budget_curve(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per method: the dense evaluation at 0 % (random init), the kept checkpoints and 100 % of its steps."""
+    from anatssl.bench.dense import checkpoint_steps
+
+    if not suite.dense or not suite.budget:
+        return {}
+    total = suite.pretrain_steps
+    control = [f"dense-scratch-s{s}" for s in suite.seeds]
+    out: dict[str, Any] = {}
+    for method in methods:
+        rows = []
+        for step in [0, *checkpoint_steps(suite), total]:
+            if step == 0:
+                names = control
+            elif step == total:
+                names = [f"dense-{method}-s{s}" for s in suite.seeds]
+            else:
+                names = [f"dense-{method}-s{s}-step{step}" for s in suite.seeds]
+            entry = _dense_entry(cells, method, names, None if step == 0 else control)
+            if entry:
+                rows.append({"step": step, "fraction": step / total, **entry})
+        if rows:
+            out[method] = rows
+    return out
 
 
 def fmt(ms: dict[str, Any] | None, digits: int = 3) -> str:
@@ -99,6 +230,8 @@ def fmt(ms: dict[str, Any] | None, digits: int = 3) -> str:
 def markdown_table(results: dict[str, Any]) -> str:
     """Methods x metrics: Dice at each label count, HD95 at the largest, correspondence error."""
     labeled = [str(n) for n in results["spec"]["labeled"]]
+    if not labeled:
+        return ""
     top = labeled[-1]
     head = ["init"] + [f"Dice @{n}" for n in labeled] + [f"HD95 mm @{top}"]
     with_corr = bool(results["correspondence"])
@@ -122,7 +255,150 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def dense_table(results: dict[str, Any]) -> str:
+    """Arms x (probe @N, label transfer @N, landmark error): mean ± std over seeds."""
+    dense = results.get("dense") or {}
+    if not dense:
+        return ""
+    counts = [str(n) for n in results["spec"]["dense"]]
+    head = ["init"] + [f"probe @{n}" for n in counts] + [f"transfer @{n}" for n in counts]
+    with_lm = any("landmark_error_mm" in e for e in dense.values())
+    if with_lm:
+        head.append("landmark error mm (mean over landmarks)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for init in results["inits"]:
+        e = dense.get(init, {})
+        label = "random init (control)" if init == "scratch" else init
+        row = [label] + [
+            fmt((e.get(k) or {}).get(n, {}).get("mean_dice")) for k in DENSE_KEYS for n in counts
+        ]
+        if with_lm:
+            row.append(fmt(e.get("landmark_error_mm"), 1))
+        lines.append("| " + " | ".join(row) + " |")
+    base = (dense.get("scratch") or {}).get("landmark_baselines_mm") or {}
+    names = {
+        "same_voxel": "same voxel index (no learning; all matches)",
+        "random_foreground": "random body voxel (chance; all matches)",
+    }
+    for b, ms in base.items() if with_lm else ():
+        lines.append("| " + " | ".join([names[b]] + ["-"] * (len(head) - 2) + [fmt(ms, 1)]) + " |")
+    return "\n".join(lines)
+
+
+def delta_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], bool]]:
+    """(arm, metric, delta, higher is better) for every comparison with the random-init control."""
+    out = []
+    spec = results["spec"]
+    for init in results["inits"]:
+        if init == "scratch":
+            continue
+        e = (results.get("dense") or {}).get(init, {})
+        for key, label in (("probe", "probe"), ("label_transfer", "transfer")):
+            for n in spec.get("dense") or ():
+                d = (e.get(key) or {}).get(str(n), {}).get("delta_vs_scratch")
+                if d:
+                    out.append((init, f"{label} Dice @{n}", d, True))
+        d = (e.get("landmark_error_mm") or {}).get("delta_vs_scratch")
+        if d:
+            out.append((init, "landmark error mm", d, False))
+        for n in spec["labeled"]:
+            d = (results["segmentation"].get(init) or {}).get(str(n), {}).get("delta_vs_scratch")
+            if d:
+                out.append((init, f"fine-tuned Dice @{n}", d, True))
+    return out
+
+
+def delta_table(results: dict[str, Any]) -> str:
+    rows = delta_rows(results)
+    if not rows:
+        return ""
+    metrics = list(dict.fromkeys(m for _, m, _, _ in rows))
+    arms = list(dict.fromkeys(a for a, _, _, _ in rows))
+    cell = {(a, m): (d, hib) for a, m, d, hib in rows}
+    lines = ["| metric | " + " | ".join(arms) + " |", "|" + "---|" * (len(arms) + 1)]
+    for m in metrics:
+        row = [m]
+        for a in arms:
+            if (a, m) not in cell:
+                row.append("-")
+                continue
+            d, hib = cell[(a, m)]
+            v = verdict(d, hib)
+            txt = fmt_delta(d, 1 if "mm" in m else 3)
+            row.append(f"**{txt} {v}**" if v in ("helps", "hurts") else txt)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def budget_table(results: dict[str, Any]) -> str:
+    curve = results.get("budget_curve") or {}
+    if not curve:
+        return ""
+    n = str(min(results["spec"]["dense"]))
+    head = ["method", "pretraining step", f"probe @{n}", f"transfer @{n}", "landmark error mm"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, rows in curve.items():
+        for r in rows:
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        method,
+                        f"{r['step']} ({100 * r['fraction']:.0f} %)",
+                        fmt((r.get("probe") or {}).get(n, {}).get("mean_dice")),
+                        fmt((r.get("label_transfer") or {}).get(n, {}).get("mean_dice")),
+                        fmt(r.get("landmark_error_mm"), 1),
+                    ]
+                )
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def loss_table(results: dict[str, Any]) -> str:
+    """Method x seed: pretraining loss at the start and at the end (has the objective left its start?)."""
+    lines = []
+    for method, seeds in (results.get("pretrain") or {}).items():
+        for seed, rec in seeds.items():
+            curve = np.asarray(rec.get("loss_curve") or [], dtype=float)
+            if curve.size == 0:
+                continue
+            k = max(1, len(curve) // 10)
+            first, last = float(curve[:k, 1].mean()), float(curve[-k:, 1].mean())
+            ratio = last / first if first else math.nan
+            lines.append(
+                f"| {method} | {seed} | {int(curve[-1, 0])} | {first:.4g} | {last:.4g} | {ratio:.2f} |"
+            )
+    if not lines:
+        return ""
+    return "\n".join(
+        [
+            "| method | seed | steps | loss, first 10 % | loss, last 10 % | last / first |",
+            "|---|---|---|---|---|---|",
+            *lines,
+        ]
+    )
+
+
+def reading(results: dict[str, Any]) -> str:
+    """One sentence per verdict: which arms help where (interval excludes 0), and the rest."""
+    rows = delta_rows(results)
+    if not rows:
+        return ""
+    clear = [(a, m, d, hib) for a, m, d, hib in rows if verdict(d, hib) in ("helps", "hurts")]
+    if not clear:
+        return "No difference from the random-init control is clear: every 95 % interval contains 0."
+    parts = [f"{a} {verdict(d, hib)} {m} ({fmt_delta(d, 1 if 'mm' in m else 3)})" for a, m, d, hib in clear]
+    return (
+        "Differences whose 95 % interval excludes 0: "
+        + "; ".join(parts)
+        + f". The other {len(rows) - len(clear)} comparisons are not clear (interval contains 0)."
+    )
+
+
 def structure_table(results: dict[str, Any]) -> str:
+    if not results["spec"]["labeled"]:
+        return ""
     top = str(results["spec"]["labeled"][-1])
     names: list[str] = []
     for init in results["inits"]:
@@ -174,13 +450,61 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         markdown_table(results),
         "",
-        f"Per-structure Dice with {spec['labeled'][-1]} labelled volumes (mean over seeds):",
-        "",
-        structure_table(results),
-        "",
+    ]
+    if results.get("dense"):
+        text += [
+            "Frozen-encoder dense evaluation (downstream/dense_probe.py; the encoder is not fine-tuned): "
+            "mean Dice over the held-out volumes of a linear probe on the multi-scale encoder features and "
+            "of "
+            "training-free label transfer (nearest labelled voxel in feature space) with N labelled volumes, "
+            "and the landmark error with the same features. The random-init control is the encoder each "
+            "pretraining started from.",
+            "",
+            dense_table(results),
+            "",
+        ]
+    deltas = delta_table(results)
+    if deltas:
+        text += [
+            "Difference from the random-init control (arm minus control, paired over seeds x held-out "
+            "volumes; landmarks: over seeds x landmarks) with its 95 % bootstrap interval; **helps** / "
+            "**hurts** only "
+            "where the interval excludes 0 (bench/stats.py):",
+            "",
+            deltas,
+            "",
+            reading(results),
+            "",
+        ]
+    if results.get("budget_curve"):
+        text += [
+            "Pretraining-budget curve (step 0 = the random-init control; plots/budget_curve.png):",
+            "",
+            budget_table(results),
+            "",
+        ]
+    losses = loss_table(results)
+    if losses:
+        text += [
+            "Pretraining objectives (each method its own loss; plots/pretrain_loss.png): the mean of the "
+            "first and of the last 10 % of the logged steps, per seed.",
+            "",
+            losses,
+            "",
+        ]
+    if spec["labeled"]:
+        text += [
+            f"Per-structure Dice with {spec['labeled'][-1]} labelled volumes (mean over seeds):",
+            "",
+            structure_table(results),
+            "",
+        ]
+    text += [
         f"Cost: {cost.get('cpu_seconds', 0) / 60:.1f} CPU-minutes in total "
         f"({cost.get('pretrain_cpu_seconds', 0) / 60:.1f} pretraining, "
-        f"{cost.get('finetune_cpu_seconds', 0) / 60:.1f} fine-tuning), "
+        f"{cost.get('finetune_cpu_seconds', 0) / 60:.1f} fine-tuning, "
+        f"{cost.get('dense_cpu_seconds', 0) / 60:.1f} dense evaluation, "
+        f"{cost.get('correspondence_cpu_seconds', 0) / 60:.1f} decoder-feature correspondence), "
         f"{cost.get('wall_seconds', 0) / 60:.1f} wall-minutes summed over cells, on "
         f"{m.get('processor', '?')} ({m.get('cpu_count', '?')} logical CPUs, torch {m.get('torch', '?')}, "
         f"{_threads(results)}).",

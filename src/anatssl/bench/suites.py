@@ -40,7 +40,48 @@ class Suite:
     """Landmark matching of the held-out volumes with each run's features (anatomy/correspondence.py)."""
     correspondence_subjects: int = 4
     """Held-out subjects used for matching (N (N-1) ordered pairs)."""
+    dense: tuple[int, ...] = ()
+    """Labelled-volume counts of the frozen-encoder dense probe and label transfer (bench/dense.py) for
+    every arm and the random-init control (``scratch``), every seed; () = no dense cells."""
+    dense_overrides: tuple[str, ...] = ()
+    """Overrides of the dense evaluation (``dense.*``, on top of ``shared``)."""
+    budget: tuple[float, ...] = ()
+    """Fractions of the pretraining steps at which the dense evaluation is repeated (the
+    pretraining-budget curve); 0 is the random-init control and 1 the finished run, so only the
+    fractions between them cost cells (the pretraining keeps those checkpoints)."""
+    preset: str = "tiny"
+    """Pretraining preset of every method (``configs/pretrain/<method>_<preset>.yaml``)."""
+    finetune_preset: str = "tiny"
+    """Fine-tuning and dense-evaluation preset (``configs/finetune/segmentation_<preset>.yaml``)."""
+    finetune_seeds: tuple[int, ...] | None = None
+    """Seeds of the fine-tuning cells (None: ``seeds``); fine-tuning is the expensive cell."""
 
+    @property
+    def pretrain_steps(self) -> int:
+        """``train.max_steps`` of the shared pretraining budget (``pretrain`` overrides)."""
+        for o in self.pretrain:
+            if o.startswith("train.max_steps="):
+                return int(o.split("=", 1)[1])
+        raise ConfigError(f"suite {self.name!r}: its pretrain overrides set no train.max_steps")
+
+
+SSL_ARMS = ("swinssl", "simmim", "s2dc", "alice")
+"""Every pretraining method of the project that trains the shared backbone (SAM trains its own
+embedding network; it enters through Alice's stage 0)."""
+
+PROBE_SPLIT = ("split.n_val=2",)
+"""The split of ``synthetic-probe``: 6 test (``n_test``), 2 validation, a pool of 8 labelled volumes;
+fine-tuning and dense evaluation share it, so both use the same N labelled volumes."""
+
+SMALL_CROPS: dict[str, tuple[str, ...]] = {
+    "swinssl": ("swinssl.crop_size=[32,32,32]",),
+    "simmim": ("simmim.crop_size=[32,32,32]", "simmim.mask_patch=8"),
+    "s2dc": ("s2dc.crop=32", "s2dc.token_stage=3"),
+    "alice": ("alice.crop_size=32", "alice.sam_steps=300", "alice.casa_target=teacher_encoder"),
+}
+"""32^3 crops for 64^3 volumes (S2DC: a 2 x 2 slab of 32^3 crops, tokens of the stride-16 stage, 2^3 per
+crop; SimMIM: 8^3 mask blocks, 4^3 per crop; Alice: the recommended CASA target, docs/methods/alice.md,
+and a 300-step SAM for its pairs)."""
 
 SUITES: dict[str, Suite] = {
     "smoke": Suite(
@@ -96,6 +137,92 @@ SUITES: dict[str, Suite] = {
             "simmim": ("simmim.crop_size=[64,64,64]",),
             "alice": ("alice.sam_steps=1100",),  # SAM's full tiny preset (docs/methods/sam.md)
         },
+    ),
+    "synthetic-probe": Suite(
+        name="synthetic-probe",
+        description="the CPU suite that can see an effect: the conv backbone (feature_size 12) "
+        "pretrained 1,500 steps (batch 1, 32^3 crops; S2DC a 2 x 2 slab of 32^3; Alice's SAM 300 steps "
+        "first) by every method on 16 synthetic torsos (64^3, 6 mm), seeds 0 and 1; the frozen encoders and "
+        "the random-init control of each seed scored by a linear probe and by label transfer with 1, 2 and "
+        "4 labelled volumes on 6 held-out volumes, and by landmark matching, also at 25 % and 50 % of the "
+        "pretraining; fine-tuning (600 steps of 32^3 crops, lr 1e-3, best of 2 validation volumes) with "
+        "1, 2 and all 8 labelled volumes, seed 0",
+        methods=SSL_ARMS,
+        seeds=(0, 1),
+        labeled=(1, 2, 8),
+        data={"n": 16, "size": 64, "seed": 0},
+        shared=("model.backbone=conv", "model.feature_size=12", "data.hu_window=[-1000,1000]"),
+        pretrain=(
+            "train.max_steps=1500",
+            "train.batch_size=1",
+            "train.log_every=10",
+            "optim.warmup_steps=50",
+        ),
+        finetune=(
+            *PROBE_SPLIT,
+            "train.max_steps=600",
+            "train.batch_size=2",
+            "train.val_every=100",
+            "train.select=best",
+            "train.log_every=20",
+            "segmentation.roi_size=[32,32,32]",
+            "segmentation.samples_per_volume=2",
+            "segmentation.crop=classes",
+            "segmentation.flips=false",
+            "segmentation.sw_batch_size=4",
+            "segmentation.overlay_cases=1",
+            "optim.lr=1e-3",
+            "optim.warmup_steps=20",
+        ),
+        n_test=6,
+        method_overrides=SMALL_CROPS,
+        correspondence_subjects=6,
+        dense=(1, 2, 4),
+        dense_overrides=PROBE_SPLIT,
+        budget=(0.0, 0.25, 0.5, 1.0),
+        finetune_seeds=(0,),
+    ),
+    "gpu-probe": Suite(
+        name="gpu-probe",
+        description="the GPU suite, the same protocol at paper-like scale: the swin backbone "
+        "(feature_size 48, base presets, bf16) pretrained 4,000 steps by every method (Alice's SAM 4,000 "
+        "steps first) on 64 synthetic torsos (96^3, 4 mm), seeds 0-2; probe and label transfer with 1, 2 "
+        "and 4 labelled volumes on 12 held-out volumes, landmarks, the budget curve at 25 % and 50 %; "
+        "fine-tuning (base preset, 96^3 crops, 3,000 steps, best of 8 validation volumes) with 1, 2 and all "
+        "44 labelled volumes, seed 0. About a day on one GPU (an estimate, not measured); runs as is where "
+        "CUDA is present",
+        methods=SSL_ARMS,
+        seeds=(0, 1, 2),
+        labeled=(1, 2, 44),
+        data={"n": 64, "size": 96, "seed": 0},
+        # one grid and one network for every arm: no respacing (the base presets resample to 1.5 x 1.5 x 2
+        # mm, S2DC's does not) and no drop path (Alice's preset has 0.1, which its fine-tuning would inherit)
+        shared=(
+            "model.backbone=swin",
+            "model.feature_size=48",
+            "model.drop_path_rate=0.0",
+            "data.hu_window=[-1000,1000]",
+            "data.spacing=null",
+        ),
+        pretrain=("train.max_steps=4000", "train.log_every=50", "train.amp=bf16"),
+        finetune=(
+            "split.n_val=8",
+            "train.max_steps=3000",
+            "train.val_every=250",
+            "train.select=best",
+            "segmentation.roi_size=[96,96,96]",
+            "segmentation.crop=classes",
+            "segmentation.flips=false",
+        ),
+        n_test=12,
+        correspondence_subjects=12,
+        dense=(1, 2, 4),
+        dense_overrides=("split.n_val=8",),
+        budget=(0.0, 0.25, 0.5, 1.0),
+        preset="base",
+        finetune_preset="base",
+        method_overrides={"alice": ("alice.casa_target=teacher_encoder", "alice.sam_steps=4000")},
+        finetune_seeds=(0,),
     ),
 }
 

@@ -14,6 +14,8 @@ examples:
   anatssl finetune --task segmentation --data data --init model_swinvit.pt --out ft/tang model.feature_size=48
   anatssl finetune --task classification --data lesions --init runs/swinssl --out ft/cls
   anatssl finetune --task probe --data lesions --init runs/swinssl --out ft/probe classification.probe=svm
+  anatssl finetune --task segmentation-probe --data data --init runs/s2dc --out ft/probe --labeled 1
+  anatssl finetune --task segmentation-probe --data data --init scratch --out ft/probe0 --labeled 1 seed=0
 
 --init takes `scratch`, a pretraining run directory (its model and intensity settings are used), or a
 weights file (.pt / .safetensors: an `anatssl export`, or Tang et al. / MONAI Swin weights, whose keys are
@@ -38,10 +40,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         required=True,
-        choices=["segmentation", "classification", "probe"],
+        choices=["segmentation", "classification", "probe", "segmentation-probe", "label-transfer"],
         help="segmentation: Swin-UNETR with DiceCE, sliding-window Dice/HD95; classification: "
         "encoder + linear head fine-tuned end to end; probe: frozen pooled features + scikit-learn "
-        "logistic regression or linear SVM (S2DC's protocol)",
+        "logistic regression or linear SVM (S2DC's protocol); segmentation-probe: a linear 1x1x1 head "
+        "on frozen multi-scale encoder features (dense.*); label-transfer: no training, each voxel "
+        "takes the label of its nearest labelled voxel in feature space",
     )
     p.add_argument("--data", required=True, help="a dataset.json (or the folder holding it) with labels")
     p.add_argument(

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from anatssl.engine.logger import quiet_library_warnings
+
+    quiet_library_warnings()  # library deprecation notices are not the user's to act on
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -12,7 +12,8 @@ from anatssl.downstream.weights import InitSource, resolve_init
 def run_finetune(
     cfg: FinetuneConfig, data: str | Path, init: InitSource | str, out_dir: str | Path
 ) -> dict[str, Any]:
-    """Dispatch on ``cfg.task`` (segmentation | classification | probe); writes ``out_dir/metrics.json``."""
+    """Dispatch on ``cfg.task`` (segmentation | classification | probe | segmentation-probe |
+    label-transfer); writes ``out_dir/metrics.json``."""
     init = resolve_init(init) if isinstance(init, str) else init
     if cfg.task == "segmentation":
         from anatssl.downstream.segmentation import finetune_segmentation
@@ -22,6 +23,10 @@ def run_finetune(
         from anatssl.downstream.classification import finetune_classification
 
         return finetune_classification(cfg, data, init, out_dir)
+    if cfg.task in ("segmentation-probe", "label-transfer"):
+        from anatssl.downstream.dense_probe import run_dense_task
+
+        return run_dense_task(cfg, data, init, out_dir)
     from anatssl.downstream.probe import run_probe
 
     return run_probe(cfg, data, init, out_dir)

@@ -18,8 +18,28 @@ from anatssl.engine.checkpoint import METRICS_FILE
 log = logging.getLogger("anatssl")
 
 
+def quiet_library_warnings() -> None:
+    """Keep library notices that a user cannot act on off the console (the CLI and its workers).
+
+    MONAI and torch emit ``DeprecationWarning`` / ``FutureWarning`` about their own APIs (MONAI's
+    transforms once per call site and worker, i.e. by the hundred in a benchmark), and MONAI logs that
+    the optional nvImageCodec DICOM plugin is absent. Set ``ANATSSL_SHOW_WARNINGS=1`` to see them.
+    Warnings about the user's data or settings (``UserWarning`` and anatssl's own log) still show.
+    """
+    import os
+    import warnings
+
+    if os.environ.get("ANATSSL_SHOW_WARNINGS"):
+        return
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=r".*nvImageCodec")
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+
+
 def setup_console_logging(level: int = logging.INFO) -> None:
-    """Route the ``anatssl`` logger through rich (once per process)."""
+    """Route the ``anatssl`` logger through rich (once per process); quiet library notices."""
+    quiet_library_warnings()
     if any(isinstance(h, RichHandler) for h in log.handlers):
         return
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False, markup=False)
