@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from anatssl.bench.dense import dense_cells, pretrain_checkpoint_overrides
 from anatssl.bench.suites import Suite
 from anatssl.errors import AnatsslError
 
@@ -95,12 +96,14 @@ def make_synthetic_data(out: Path, n: int, seed: int, size: int, lesions: float 
     return out
 
 
-def pretrain_run(method: str, data: Path, out: Path, overrides: Sequence[str]) -> dict[str, Any]:
+def pretrain_run(
+    method: str, data: Path, out: Path, overrides: Sequence[str], preset: str = "tiny"
+) -> dict[str, Any]:
     """Pretrain ``method`` into ``out`` (resuming a partial run) as ``anatssl pretrain`` would."""
     from anatssl.runs import RunDir, load_pretrain_config
     from anatssl.runs.pretraining import run_pretraining
 
-    cfg = load_pretrain_config(method, "tiny", None, list(overrides))
+    cfg = load_pretrain_config(method, preset, None, list(overrides))
     run = RunDir(out)
     run_pretraining(cfg, str(data), out, resume=run.has_checkpoint())
     return {"run": str(out), "method": method, "steps": cfg.train.max_steps, "loss_curve": run.loss_curve()}
@@ -121,10 +124,23 @@ def finetune_cell(init: str, data: Path, out: Path, seed: int, labeled: int, sui
         "train.progress=false",
     ]
     from_init = {"model": src.model_section, "data": src.data_section} if src.kind != "scratch" else None
-    cfg = load_finetune_config("segmentation", "tiny", None, overrides, from_init=from_init)
+    cfg = load_finetune_config("segmentation", suite.finetune_preset, None, overrides, from_init=from_init)
     m = run_finetune(cfg, data, src, out)
     keep = ("labeled", "mean_dice", "mean_hd95_mm", "dice", "hd95_mm", "final_loss", "train_seconds", "init")
-    return {k: m[k] for k in keep if k in m}
+    rec = {k: m[k] for k in keep if k in m}
+    rec["per_case_mean_dice"] = per_case_mean_dice(m.get("per_case") or {})  # for the paired statistics
+    return rec
+
+
+def per_case_mean_dice(per_case: dict[str, Any]) -> dict[str, float | None]:
+    """{case: {"dice": {structure: v}}} -> {case: mean over its scored structures}."""
+    import math
+
+    out: dict[str, float | None] = {}
+    for case, rec in per_case.items():
+        v = [float(x) for x in (rec.get("dice") or {}).values() if x is not None and math.isfinite(float(x))]
+        out[case] = sum(v) / len(v) if v else None
+    return out
 
 
 def correspondence_cell(run: str, data: Path, suite: Suite, out: Path) -> dict[str, Any]:
@@ -239,12 +255,16 @@ def run_suite(
                 *suite.shared,
                 *suite.pretrain,
                 *suite.method_overrides.get(method, ()),
+                *pretrain_checkpoint_overrides(suite),
                 f"seed={seed}",
                 "train.progress=false",
                 "train.tensorboard=false",
             ]
             pretrain_cells.append(
-                (f"pretrain-{method}-s{seed}", partial(pretrain_run, method, data, run_dir, overrides))
+                (
+                    f"pretrain-{method}-s{seed}",
+                    partial(pretrain_run, method, data, run_dir, overrides, suite.preset),
+                )
             )
             runs[(method, seed)] = run_dir
     failures = _run_cells(out, pretrain_cells, jobs)
@@ -254,7 +274,7 @@ def run_suite(
             if init != "scratch" and f"pretrain-{init}-s{seed}" in failures:
                 continue
             src = "scratch" if init == "scratch" else str(runs[(init, seed)])
-            for n in suite.labeled:
+            for n in suite.labeled if seed in (suite.finetune_seeds or suite.seeds) else ():
                 cell_out = out / "finetune" / f"{init}_n{n}_s{seed}"
                 fn = partial(finetune_cell, src, data, cell_out, seed, n, suite)
                 downstream_cells.append((f"finetune-{init}-n{n}-s{seed}", fn))
@@ -262,6 +282,7 @@ def run_suite(
                 cache = out / "correspondence" / f"{init}_s{seed}"
                 fn = partial(correspondence_cell, src, data, suite, cache)
                 downstream_cells.append((f"correspondence-{init}-s{seed}", fn))
+    downstream_cells += dense_cells(suite, methods, runs, data, out, failures)
     failures.update(_run_cells(out, downstream_cells, jobs))
     cells = {p.stem: json.loads(p.read_text()) for p in sorted(store.dir.glob("*.json"))}
     results = summarise(suite, methods, cells)

@@ -106,6 +106,7 @@ def run_correspondence(args: argparse.Namespace) -> int:
     return 0
 
 
+from anatssl.cli import evaluate_label_transfer as _lt  # noqa: E402
 from anatssl.cli import evaluate_segmentation as _seg  # noqa: E402
 
 Task = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str, str]
@@ -119,6 +120,7 @@ TASKS: dict[str, Task] = {
         CORRESPONDENCE_EPILOG,
     ),
     "segmentation": (_seg.add_arguments, _seg.run, _seg.HELP, _seg.EPILOG),
+    "label-transfer": (_lt.add_arguments, _lt.run, _lt.HELP, _lt.EPILOG),
 }
 
 
