@@ -169,6 +169,7 @@ def test_validation_logged_and_best_weights_selected(six_cases: Path, tmp_path: 
         "train.val_every=2",
         "train.select=best",
         "segmentation.crop=classes",
+        "train.channels_last=true",
     ]
     cfg = load_finetune_config("segmentation", "tiny", overrides=ov)
     out = tmp_path / "ft"
@@ -189,6 +190,7 @@ def test_validation_logged_and_best_weights_selected(six_cases: Path, tmp_path: 
     # the saved weights are the best step's: re-scoring the validation case reproduces its score
     net = build_segmentation_net(cfg, 3)
     net.load_state_dict(torch.load(out / "model.pt", weights_only=True)["state_dict"])
+    net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     cases, label_map = read_labelled_dataset(six_cases)
     val = [c for c in cases if c.name in saved["val_cases"]]
     names = dict(enumerate(label_map[v] for v in sorted(label_map)))
@@ -207,3 +209,15 @@ def test_class_ratios_must_match_the_label_map(six_cases: Path, tmp_path: Path) 
     cfg = load_finetune_config("segmentation", "tiny", overrides=[*ov, "segmentation.class_ratios=[1,1]"])
     with pytest.raises(ConfigError, match=r"class_ratios has 2 values but the label map has 3 classes"):
         finetune_segmentation(cfg, six_cases, "scratch", tmp_path / "ft")
+
+
+def test_inverse_sqrt_class_weights_by_hand(six_cases: Path) -> None:
+    import numpy as np
+
+    from anatssl.downstream.segmentation import inverse_sqrt_class_weights, label_frequencies
+
+    w = inverse_sqrt_class_weights(np.array([0.64, 0.16, 0.0, 0.0001]))  # sqrt ratios 1, 2, -, 80 -> cap 20
+    assert w.tolist() == pytest.approx([3 / 23, 6 / 23, 0.0, 60 / 23])
+    cases, label_map = read_labelled_dataset(six_cases)
+    f = label_frequencies(cases[:2], sorted(label_map))
+    assert f.sum() == pytest.approx(1.0) and f[0] > f[1] > f[2] > 0  # background > liver > kidney

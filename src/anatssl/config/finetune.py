@@ -100,6 +100,10 @@ class SegmentationParams:
     dice_batch: bool = False
     """Dice term over the whole batch per class (MONAI ``DiceCELoss(batch=True)``) rather than per
     sample: a class absent from one crop then does not pull its prediction to zero on its own."""
+    class_weights: Literal["none", "inverse_sqrt"] = "none"
+    """Class weights of the DiceCE loss (both terms): ``inverse_sqrt``: 1 / sqrt(voxel frequency of the
+    class in the training volumes), capped at 20x the most frequent class's, scaled to mean 1 over the
+    classes present (0 for a class no training volume holds); written to metrics.json."""
     flips: bool = True
     """With ``augment``: random flips and 90-degree rotations (off for labels that name a side,
     e.g. left/right kidney, where a flip makes the image contradict its label)."""

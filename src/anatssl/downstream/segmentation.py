@@ -157,6 +157,28 @@ def train_transforms(cfg: FinetuneConfig, num_classes: int) -> list[Any]:
     return tf
 
 
+def label_frequencies(cases: list[LabelledCase], values: list[int]) -> np.ndarray:
+    """Voxel share of each label value (in ``values`` order) over the label files of ``cases``."""
+    import nibabel as nib
+
+    counts = np.zeros(len(values))
+    for c in cases:
+        arr = np.asarray(nib.load(str(c.label)).dataobj).astype(np.int64)  # type: ignore[attr-defined]
+        u, n = np.unique(arr, return_counts=True)
+        for v, k in zip(u.tolist(), n.tolist()):
+            counts[values.index(v)] += k
+    return counts / max(counts.sum(), 1)
+
+
+def inverse_sqrt_class_weights(freq: np.ndarray, cap: float = 20.0) -> torch.Tensor:
+    """1 / sqrt(frequency), at most ``cap`` x the most frequent class's, mean 1 over present classes."""
+    present = freq > 0
+    w = np.zeros_like(freq, dtype=np.float64)
+    w[present] = np.minimum(np.sqrt(freq[present].max() / freq[present]), cap)
+    w[present] /= w[present].mean()
+    return torch.as_tensor(w, dtype=torch.float32)
+
+
 def _items(cases: list[LabelledCase]) -> list[dict[str, Any]]:
     return [{"image": str(c.image), "label": str(c.label), "name": c.name} for c in cases]
 
@@ -231,7 +253,16 @@ def finetune_segmentation(
         collate_fn=list_data_collate,
         drop_last=True,
     )
-    loss_f = DiceCELoss(to_onehot_y=True, softmax=True, batch=cfg.segmentation.dice_batch)
+    weights = None
+    if cfg.segmentation.class_weights == "inverse_sqrt":
+        weights = inverse_sqrt_class_weights(label_frequencies(train_cases, values))
+        log.info("class weights (inverse sqrt frequency): %s", [round(w, 2) for w in weights.tolist()])
+    loss_f = DiceCELoss(
+        to_onehot_y=True,
+        softmax=True,
+        batch=cfg.segmentation.dice_batch,
+        weight=weights.to(device) if weights is not None else None,
+    )
 
     def loss_fn(batch: dict[str, Any]) -> torch.Tensor:
         x, y = batch["image"].to(device), batch["label"].to(device)
@@ -290,6 +321,7 @@ def finetune_segmentation(
         "amp_setting": cfg.train.amp,
         "channels_last": cfg.train.channels_last,
         "selection": selection,
+        "class_weights": weights.tolist() if weights is not None else None,
         "val_curve": [
             {"step": r["step"], "val_dice": r["val_dice"]} for r in (validator.curve if validator else [])
         ],
