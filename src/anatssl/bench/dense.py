@@ -21,8 +21,11 @@ from anatssl.bench.suites import Suite
 Cell = tuple[str, Callable[[], dict[str, Any]]]
 
 
-def dense_cell(init: str, data: Path, out: Path, seed: int, suite: Suite) -> dict[str, Any]:
-    """Dense evaluation of one encoder (``scratch``, a run directory or a checkpoint file)."""
+def dense_cell(
+    init: str, data: Path, out: Path, seed: int, suite: Suite, counts: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Dense evaluation of one encoder (``scratch``, a run directory or a checkpoint file) at the
+    labelled counts ``counts`` (default ``suite.dense``)."""
     from anatssl.downstream.config import load_finetune_config
     from anatssl.downstream.dense_probe import dense_evaluation
     from anatssl.downstream.weights import resolve_init
@@ -39,7 +42,7 @@ def dense_cell(init: str, data: Path, out: Path, seed: int, suite: Suite) -> dic
     cfg = load_finetune_config(
         "segmentation-probe", suite.finetune_preset, None, overrides, from_init=from_init
     )
-    m = dense_evaluation(cfg, data, src, out, suite.dense, probe=True, transfer=True, landmarks=True)
+    m = dense_evaluation(cfg, data, src, out, counts or suite.dense, landmarks=True)
     keep = ("mean_dice", "dice", "per_case_mean_dice", "train_cases", "loss_first", "loss_final")
     rec: dict[str, Any] = {
         "init": m["init"],
@@ -112,8 +115,7 @@ def dense_cells(
                 continue
             for step in checkpoint_steps(suite):
                 ckpt = checkpoint_path(runs[(init, seed)], step)
-                fn = partial(
-                    dense_cell, str(ckpt), data, out / "dense" / f"{init}_s{seed}_step{step}", seed, suite
-                )
+                cell_out = out / "dense" / f"{init}_s{seed}_step{step}"
+                fn = partial(dense_cell, str(ckpt), data, cell_out, seed, suite, suite.budget_dense)
                 cells.append((f"dense-{init}-s{seed}-step{step}", fn))
     return cells
