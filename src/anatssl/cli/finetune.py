@@ -64,7 +64,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="tiny",
-        help="configs/finetune/<task>_<preset>.yaml: tiny (CPU scale) or base; default tiny",
+        help="configs/finetune/<task>_<preset>.yaml: tiny (CPU scale), cpu (segmentation: the CPU "
+        "recipe with validation and class-aware crops, docs/downstream.md) or base; default tiny",
     )
     p.add_argument("--config", help="a YAML file merged over the preset")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -92,5 +93,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    keep = ("task", "labeled", "mean_dice", "mean_hd95_mm", "dice", "accuracy", "auc", "train_seconds")
+    keep = (
+        "task",
+        "labeled",
+        "precision",
+        "selection",
+        "mean_dice",
+        "mean_hd95_mm",
+        "dice",
+        "accuracy",
+        "auc",
+        "train_seconds",
+    )
     return {k: metrics[k] for k in keep if k in metrics}

@@ -62,13 +62,14 @@ def lr_at(cfg: FinetuneConfig, step: int) -> float:
 class Validator:
     """Scores the validation set during training and keeps the best weights when asked to.
 
-    ``score()`` -> mean validation Dice (NaN counts as the worst). ``every``: steps between scores.
+    ``score()`` -> mean validation Dice (NaN counts as the worst), or ``(mean, details)`` where
+    ``details`` (e.g. Dice per structure) is kept in the curve. ``every``: steps between scores.
     """
 
-    score: Callable[[], float]
+    score: Callable[[], float | tuple[float, dict[str, Any]]]
     every: int
     keep_best: bool = False
-    curve: list[dict[str, float]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
     best_step: int | None = None
     best_value: float = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
@@ -78,9 +79,10 @@ class Validator:
 
     def __call__(self, net: nn.Module, step: int) -> float:
         t0 = time.perf_counter()
-        value = float(self.score())
+        scored = self.score()
+        value, details = (float(scored[0]), scored[1]) if isinstance(scored, tuple) else (float(scored), {})
         net.train()
-        self.curve.append({"step": step, "val_dice": value, "seconds": time.perf_counter() - t0})
+        self.curve.append({"step": step, "val_dice": value, "seconds": time.perf_counter() - t0, **details})
         v = value if math.isfinite(value) else -math.inf
         if self.best_step is None or v > self.best_value:
             self.best_step, self.best_value = step, v

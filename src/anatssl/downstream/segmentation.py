@@ -276,14 +276,15 @@ def finetune_segmentation(
     if val_cases and cfg.train.val_every > 0:
         val_items = load_cases(cfg, val_cases, values)
 
-        def score() -> float:
+        def score() -> tuple[float, dict[str, Any]]:
             per = [
                 segmentation_metrics(
                     predict_case(net, cfg, item, device, amp), item["label"][0], contiguous, hd95=False
                 )
                 for item in val_items
             ]
-            return mean_over_cases(per)["dice"]["mean"]
+            dice = mean_over_cases(per)["dice"]
+            return dice["mean"], {"dice": {k: v for k, v in dice.items() if k != "mean"}}
 
         validator = Validator(score, cfg.train.val_every, keep_best=cfg.train.select == "best")
 
@@ -322,8 +323,8 @@ def finetune_segmentation(
         "channels_last": cfg.train.channels_last,
         "selection": selection,
         "class_weights": weights.tolist() if weights is not None else None,
-        "val_curve": [
-            {"step": r["step"], "val_dice": r["val_dice"]} for r in (validator.curve if validator else [])
+        "val_curve": [  # mean validation Dice and Dice per structure at each validation step
+            {k: r[k] for k in ("step", "val_dice", "dice")} for r in (validator.curve if validator else [])
         ],
         "final_loss": history[-1]["loss"],
         "train_seconds": train_s,
