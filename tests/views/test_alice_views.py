@@ -15,7 +15,8 @@ from anatssl.anatomy.pairing import PairMiner
 from anatssl.data.volume import Volume
 from anatssl.engine.data import collate
 from anatssl.errors import DataError
-from anatssl.views.alice import AliceViews, crop_around
+from anatssl.views.alice import AliceViews
+from anatssl.views.crops import crop_around as _crop_around
 
 KEYS = {"q", "k", "q_mask", "k_mask", "pair_score", "pair_accepted", "p_a", "p_b"}
 
@@ -83,6 +84,10 @@ def subjects(tmp_path: Path) -> list[Volume]:
     for v in (a, b):
         Path(v.path).write_bytes(v.image.tobytes())  # a file to hash (the cache stamps entries with it)
     return [a, b]
+
+
+def crop_around(img: np.ndarray, center: np.ndarray, size: int) -> np.ndarray:
+    return _crop_around(img, center, (size,) * 3)[0]  # the crop Alice's views cut
 
 
 def test_crop_around_centres_and_zero_pads() -> None:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates
 
-from anatssl.anatomy.sam_views import SAMViews, tissue_remap
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
+from anatssl.views.sam import SAMViews, tissue_remap
 
 SPACING = np.array([1.5, 1.0, 2.0])
 

@@ -63,8 +63,8 @@ def run_correspondence(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from anatssl.anatomy.correspondence import evaluate_correspondence, write_metrics
-    from anatssl.runs.embedding import model_embedder
     from anatssl.data.source import VolumeSource
+    from anatssl.runs.embedding import model_embedder
 
     embed, cfg = model_embedder(args.model, args.features)
     out = Path(args.out)

@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from anatssl.data.source import VolumeSource
     from anatssl.errors import ConfigError
     from anatssl.methods import build_method
     from anatssl.runs import load_pretrain_config
+    from anatssl.runs.prestep import training_source
     from anatssl.views.inspect import INSPECTORS
 
     if args.n < 1:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     method = build_method(cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    source = VolumeSource(args.data, cfg.data, cache_dir=cfg.data.cache_dir, fallback_cache_dir=out / "cache")
+    source = training_source(cfg, args.data, out)  # as pretraining cuts them: same channels, same cache
     inspector = INSPECTORS.get(args.method)
     for i in range(min(args.n, len(source))):
         volume = source.load(i)

@@ -127,7 +127,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where} = {value!r}; valid values: {', '.join(map(repr, args))}")
+            raise ConfigError(f"{where} = {value!r}; valid values: {', '.join(map(str, args))}")
         return value
     if origin in (tuple, list) or tp in (tuple, list):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and args and args[-1] is Ellipsis:
@@ -171,6 +171,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def derived(doc: str = "") -> Any:
+    """A field whose default is derived from other fields in ``__post_init__`` (YAML ``null`` or absent:
+    derive it). Its annotation is the resolved type, so code using it needs no casts."""
+    return dataclasses.field(default=None, metadata={"derived": True, "doc": doc})
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``: unknown keys and bad types are ConfigErrors."""
     if not isinstance(data, Mapping):
@@ -184,9 +190,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
             f"unknown config key {prefix}{unknown[0]!r}; valid keys{' of ' + where if where else ''}: "
             f"{', '.join(sorted(fields))}"
         )
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
+        if value is None and fields[name].metadata.get("derived"):
+            kwargs[name] = None  # resolved by the dataclass's __post_init__
+            continue
         kwargs[name] = _coerce(value, hints[name], key)
     try:
         obj = cls(**kwargs)

@@ -56,14 +56,6 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return out / world_size()
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if not is_dist():
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
-
-
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Concatenate ``t`` (same shape on every rank) along dim 0 over ranks, in rank order. No gradient."""
     if not is_dist():
@@ -71,16 +63,3 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(parts, t.detach().contiguous())
     return torch.cat(parts, dim=0)
-
-
-def broadcast_object(obj: object, src: int = 0) -> object:
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def cleanup() -> None:
-    if is_dist():
-        dist.destroy_process_group()

@@ -34,9 +34,6 @@ class SSLMethod(nn.Module):
     min_volume_shape: tuple[int, ...] | None = None
     """The (X, Y, Z) a scan needs for the views to cut without padding; the engine names the scans
     that are smaller at start-up (they are zero-padded, not an error). ``None``: no such size."""
-    frozen_parameters: ClassVar[tuple[str, ...]] = ()
-    """Name prefixes of trainable parameters that intentionally receive no gradient in a training
-    step (the registry-wide test checks every other one gets one)."""
 
     def __init__(self, cfg: PretrainConfig) -> None:
         super().__init__()
@@ -80,6 +77,12 @@ class SSLMethod(nn.Module):
         if not params:
             return 0.0
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def untrained_parameters(self) -> tuple[str, ...]:
+        """Name prefixes of trainable parameters a training step leaves without gradient on purpose
+        (e.g. a backbone's decoder under an encoder-only method); the registry-wide test checks that
+        every other trainable parameter gets one."""
+        return ()
 
     def extra_state_dict(self) -> dict[str, Any]:
         """Non-tensor state to checkpoint (tensors belong in buffers, saved with the state dict)."""

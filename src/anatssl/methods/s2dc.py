@@ -15,11 +15,12 @@ the token axis. See docs/methods/s2dc.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from torch import nn
 
+from anatssl.config.loader import derived
 from anatssl.config.schema import PretrainConfig
 from anatssl.engine.queue import FeatureQueue
 from anatssl.errors import ConfigError
@@ -35,7 +36,8 @@ from anatssl.views.s2dc import S2DCViews, match_matrix
 
 @dataclass
 class S2DCConfig:
-    """S2DC settings (YAML section ``s2dc``). ``None`` fields are derived from ``official``."""
+    """S2DC settings (YAML section ``s2dc``). ``tau``, ``normalize_global``, ``crop_scale_mode`` and
+    ``bn_axis`` left out (or ``null``) are derived from ``official`` once, here."""
 
     official: bool = False
     """Reproduce the public code's behaviour for tau, normalize_global, crop_scale_mode and bn_axis."""
@@ -50,9 +52,9 @@ class S2DCConfig:
     global_hidden: int = 2048
     global_dim: int = 512
     # -- L_p2p
-    matcher: str = "sinkhorn"
+    matcher: Literal["sinkhorn", "dual_softmax"] = "sinkhorn"
     """``sinkhorn`` (dustbin optimal transport, the paper) or ``dual_softmax`` (ablation)."""
-    tau: float | None = None
+    tau: float = derived()
     """Score temperature; default 0.07 (official: 1.0, which leaves the plan near uniform)."""
     alpha: float = 1.0
     """Dustbin score."""
@@ -65,7 +67,7 @@ class S2DCConfig:
     tau_g: float = 0.9
     queue_size: int = 90
     """Teacher src-crop embeddings kept as negatives, per GPU (the queue holds all ranks' keys)."""
-    normalize_global: bool | None = None
+    normalize_global: bool = derived()
     """L2-normalise global vectors in InfoNCE; default true (official: false)."""
     # -- total loss
     w_p2p: float = 0.5
@@ -85,9 +87,9 @@ class S2DCConfig:
     scale_crop: float = 0.1
     trans_crop: float = 24.0
     intensity_shift: float = 0.1
-    crop_scale_mode: str | None = None
+    crop_scale_mode: Literal["fixed", "official"] = derived()
     """``fixed``: isotropic factor within +-scale_crop (default); ``official``: per-axis U(0, 2)."""
-    bn_axis: str | None = None
+    bn_axis: Literal["channels", "tokens"] = derived()
     """Patch-head BatchNorm: ``channels`` (default) or ``tokens`` (official)."""
 
     def __post_init__(self) -> None:
@@ -99,14 +101,6 @@ class S2DCConfig:
             self.crop_scale_mode = "official" if self.official else "fixed"
         if self.bn_axis is None:
             self.bn_axis = "tokens" if self.official else "channels"
-        choices = {
-            "matcher": ("sinkhorn", "dual_softmax"),
-            "crop_scale_mode": ("fixed", "official"),
-            "bn_axis": ("channels", "tokens"),
-        }
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise ValueError(f"{key} = {getattr(self, key)!r}; valid values: {', '.join(valid)}")
         if self.grid < 1 or self.crop < 1:
             raise ValueError(f"grid and crop must be >= 1, got grid={self.grid}, crop={self.crop}")
         if self.tau <= 0 or self.tau_g <= 0:
@@ -148,7 +142,7 @@ class S2DC(SSLMethod):
                 hp.patch_hidden,
                 hp.patch_dim,
                 normalize=True,
-                bn_axis=str(hp.bn_axis),
+                bn_axis=hp.bn_axis,
                 num_tokens=self.t**3,
             )
         if hp.use_g:
@@ -173,7 +167,7 @@ class S2DC(SSLMethod):
             hp.scale_crop,
             hp.trans_crop,
             hp.intensity_shift,
-            str(hp.crop_scale_mode),
+            hp.crop_scale_mode,
         )
         self.min_volume_shape = self._views.slab_shape
         self._ema_step = -1
@@ -181,6 +175,11 @@ class S2DC(SSLMethod):
     @property
     def views(self) -> S2DCViews:
         return self._views
+
+    def untrained_parameters(self) -> tuple[str, ...]:
+        """S2DC trains the encoder only: the backbone's decoder gets no gradient."""
+        prefixes = cast(Backbone, self.student["backbone"]).decoder_prefixes
+        return tuple(f"student.backbone.{p}" for p in prefixes)
 
     def encoder(self) -> nn.Module:
         return self.student["backbone"]
@@ -234,7 +233,7 @@ class S2DC(SSLMethod):
                     z_s,
                     z_t,
                     g_mat,
-                    float(hp.tau or 0.07),  # never None: resolved in S2DCConfig.__post_init__
+                    hp.tau,
                     self.alpha,
                     hp.matcher,
                     hp.sinkhorn_iters,
@@ -260,7 +259,7 @@ class S2DC(SSLMethod):
                 others = torch.ones(b, k, dtype=torch.bool, device=src.device)
                 others[rows, crop_k] = False
                 neg = keys[others].reshape(b, k - 1, -1)
-            l_g = info_nce(q, pos, neg, self.queue.features(), hp.tau_g, bool(hp.normalize_global))
+            l_g = info_nce(q, pos, neg, self.queue.features(), hp.tau_g, hp.normalize_global)
             self.queue.enqueue(src_keys)
             total = total + hp.w_g * l_g
             out["g"] = l_g.detach()

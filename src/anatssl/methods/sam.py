@@ -1,7 +1,7 @@
 """``sam``: self-supervised anatomical embeddings (Yan et al., "SAM: Self-supervised Learning of
 Pixel-wise Anatomical Embeddings in Radiological Images", IEEE TMI 2022).
 
-What one step computes (per volume of the batch; views from :class:`~anatssl.anatomy.sam_views.SAMViews`):
+What one step computes (per volume of the batch; views from :class:`~anatssl.views.sam.SAMViews`):
 
 1. both crops through :class:`~anatssl.anatomy.sam_model.SAMNet` -> fine (stride 2) and coarse
    (stride ``2**S``) unit-norm embeddings;
@@ -20,17 +20,19 @@ SAM trains its own CNN, not the shared backbone: the config's ``model`` section 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from anatssl.anatomy.sam_model import SAMNet
-from anatssl.anatomy.sam_views import FINE_STRIDE, SAMViews
 from anatssl.config.schema import PretrainConfig
 from anatssl.errors import ConfigError
-from anatssl.losses.infonce_dense import dense_info_nce, hard_negative_indices
+from anatssl.losses.sam import fine_to_coarse, sam_pair_losses, sample_at
 from anatssl.methods.base import SSLMethod, ViewFn, register_method
+from anatssl.views.sam import SAMViews
+
+__all__ = ["SAM", "SAMConfig", "fine_to_coarse", "sample_at"]
 
 
 @dataclass
@@ -56,7 +58,7 @@ class SAMConfig:
     """Fine head: candidates closer than this to the true partner are not negatives."""
     coarse_radius_mm: float = 16.0
     """Coarse head: the same exclusion, wider because the coarse grid is coarser."""
-    mining_score: str = "coarse"
+    mining_score: Literal["coarse", "combined"] = "coarse"
     """``coarse`` (SAM's coarse-to-fine) or ``combined`` (½(fine + coarse), detached)."""
     scale_range: tuple[float, float] = (0.8, 1.2)
     rotate_deg: float = 10.0
@@ -67,28 +69,13 @@ class SAMConfig:
     blur_sigma: tuple[float, float] = (0.0, 0.0)
     """Per-view Gaussian blur sigma range (voxels); breaks the shared-texture shortcut (see SAMViews)."""
     tissue_shift: float = 0.0
-    """Per-view random non-monotone intensity remap (see ``sam_views.tissue_remap``), 0 = off."""
+    """Per-view random non-monotone intensity remap (see ``views.sam.tissue_remap``), 0 = off."""
     tissue_bands: int = 3
     tissue_range: tuple[float, float] = (0.45, 0.65)
     fov_cut: float = 0.0
-    """Per-view random field-of-view cut, as a fraction of the crop (see ``sam_views.SAMViews``), 0 = off."""
+    """Per-view random field-of-view cut, as a fraction of the crop (see ``views.sam.SAMViews``), 0 = off."""
     fg_threshold: float = 0.05
     """Foreground = normalised intensity above this (CT preset [-1000, 1000] HU -> -900 HU)."""
-
-
-def sample_at(emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """(D, X, Y, Z) map, (N, 3) fractional grid indices -> (N, D) trilinear samples (border-clamped)."""
-    size = torch.tensor(emb.shape[1:], dtype=idx.dtype, device=idx.device)
-    norm = 2 * idx / (size - 1).clamp_min(1) - 1  # align_corners=True: index 0 -> -1, n-1 -> 1
-    grid = norm.flip(-1).view(1, -1, 1, 1, 3).to(emb.dtype)  # grid_sample wants (z, y, x) = (W, H, D) order
-    out = F.grid_sample(emb[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.view(emb.shape[0], -1).t()
-
-
-def fine_to_coarse(idx: torch.Tensor, coarse_stride: int) -> torch.Tensor:
-    """Fine-grid indices -> fractional coarse-grid indices (both block-centred, see ``sam_model``)."""
-    vox = FINE_STRIDE * idx + (FINE_STRIDE - 1) / 2
-    return (vox - (coarse_stride - 1) / 2) / coarse_stride
 
 
 @register_method("sam")
@@ -98,8 +85,6 @@ class SAM(SSLMethod):
     def __init__(self, cfg: PretrainConfig) -> None:
         super().__init__(cfg)
         p: SAMConfig = cfg.params if cfg.params is not None else SAMConfig()
-        if p.mining_score not in ("coarse", "combined"):
-            raise ConfigError(f"sam.mining_score = {p.mining_score!r}; valid values: coarse, combined")
         self.p = p
         self.net = SAMNet(cfg.model.in_channels, p.width, tuple(p.blocks), p.embed_dim, p.fpn_dim or None)
         bad = [c for c in p.crop_size if c % self.net.input_multiple]
@@ -171,43 +156,23 @@ class SAM(SSLMethod):
         valid: torch.Tensor,
         grid2mm: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """Losses of one crop pair. f*: (D, F...) fine maps, c*: (D, C...) coarse maps, pts*: (N, 3) fine
-        indices, valid: (N,), grid2mm: (3, 3) view-2 fine step -> mm."""
+        """Losses of one crop pair (:func:`anatssl.losses.sam.sam_pair_losses` with this run's settings)."""
         p = self.p
-        cs = self.net.coarse_stride
-        w = valid.float()
-
-        q_f = F.normalize(sample_at(f1, pts1), dim=1)
-        pos_f = F.normalize(sample_at(f2, pts2), dim=1)
-        q_c = F.normalize(sample_at(c1, fine_to_coarse(pts1, cs)), dim=1)
-        pos_c = F.normalize(sample_at(c2, fine_to_coarse(pts2, cs)), dim=1)
-
-        # every fine-grid position of view 2 is a candidate
-        fshape = f2.shape[1:]
-        axes = [torch.arange(n, device=f2.device) for n in fshape]
-        cand = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).view(-1, 3).float()  # (M, 3)
-        dist = torch.linalg.norm((cand[None] - pts2[:, None]) @ grid2mm.t(), dim=-1)  # (N, M) mm
-
-        # coarse head: random negatives of the other crop
-        m = cand.shape[0]
-        ridx = torch.randint(0, m, (p.num_coarse_negatives,), device=f2.device)
-        neg_c = F.normalize(sample_at(c2, fine_to_coarse(cand[ridx], cs)), dim=1)  # (K, D)
-        mask_c = dist[:, ridx] >= p.coarse_radius_mm
-        loss_c = dense_info_nce(q_c, pos_c, neg_c[None].expand(len(q_c), -1, -1), p.temperature, mask_c, w)
-
-        # fine head: coarse-to-fine hard negatives + a few random ones
-        f2_flat = f2.reshape(f2.shape[0], -1).t()  # (M, D)
-        with torch.no_grad():
-            c2_up = F.normalize(sample_at(c2, fine_to_coarse(cand, cs)), dim=1)  # (M, D)
-            score = q_c @ c2_up.t()
-            if p.mining_score == "combined":
-                score = 0.5 * (score + q_f @ f2_flat.t())
-            hidx, hvalid = hard_negative_indices(score, dist < p.radius_mm, p.num_hard_negatives)
-            if p.num_fine_random_negatives > 0:
-                r = torch.randint(0, m, (len(q_f), p.num_fine_random_negatives), device=f2.device)
-                hidx = torch.cat([hidx, r], 1)
-                hvalid = torch.cat([hvalid, torch.gather(dist, 1, r) >= p.radius_mm], 1)
-        neg_f = f2_flat[hidx]  # (N, K, D)
-        loss_f = dense_info_nce(q_f, pos_f, neg_f, p.temperature, hvalid, w)
-        pos_sim = ((q_f * pos_f).sum(1) * w).sum() / w.sum().clamp_min(1)
-        return {"loss_fine": loss_f, "loss_coarse": loss_c, "pos_sim_fine": pos_sim.detach()}
+        return sam_pair_losses(
+            f1,
+            f2,
+            c1,
+            c2,
+            pts1,
+            pts2,
+            valid,
+            grid2mm,
+            coarse_stride=self.net.coarse_stride,
+            temperature=p.temperature,
+            num_coarse_negatives=p.num_coarse_negatives,
+            coarse_radius_mm=p.coarse_radius_mm,
+            num_hard_negatives=p.num_hard_negatives,
+            num_fine_random_negatives=p.num_fine_random_negatives,
+            radius_mm=p.radius_mm,
+            mining_score=p.mining_score,
+        )

@@ -20,20 +20,20 @@ Heads (``simmim.head``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
-import numpy as np
 import torch
-from einops import rearrange
 from torch import nn
 
 from anatssl.config.schema import PretrainConfig
-from anatssl.data.volume import Volume
 from anatssl.errors import ConfigError
+from anatssl.losses.reconstruction import masked_l1
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
-from anatssl.views.crops import random_crop
-from anatssl.views.masks import MASK_SHAPES, block_mask
+from anatssl.models.simmim_head import PixelShuffleHead
+from anatssl.views.simmim import SimMIMViews
+
+__all__ = ["PixelShuffleHead", "SimMIM", "SimMIMConfig", "SimMIMViews", "masked_l1"]
 
 
 @dataclass
@@ -45,47 +45,10 @@ class SimMIMConfig:
     mask_ratio_min: float = 0.6
     mask_ratio_max: float = 0.75
     """Per-sample ratio drawn uniformly in [min, max] (spec: 0.6-0.75; SimMIM's best is 0.6 for Swin)."""
-    mask_shape: str = "cube"
+    mask_shape: Literal["cube", "tube"] = "cube"
     """``cube`` (mask_patch^3 blocks) or ``tube`` (blocks through the whole Z depth)."""
-    head: str = "linear"
+    head: Literal["linear", "backbone"] = "linear"
     """``linear`` (SimMIM's one-layer head on the stride-32 feature) or ``backbone`` (UNETR decoder)."""
-
-
-@dataclass
-class SimMIMViews:
-    """One random crop and its block mask: ``{"x": (C, X, Y, Z), "mask": (1, X, Y, Z) 0/1 float32}``."""
-
-    crop_size: tuple[int, int, int]
-    mask_patch: int = 16
-    ratio_min: float = 0.6
-    ratio_max: float = 0.75
-    shape: str = "cube"
-
-    def __call__(self, volume: Volume, rng: np.random.Generator, source: Any = None) -> dict[str, Any]:
-        crop, _ = random_crop(volume.image, self.crop_size, rng)
-        ratio = float(rng.uniform(self.ratio_min, self.ratio_max))
-        mask = block_mask(tuple(self.crop_size), self.mask_patch, ratio, self.shape, rng)  # type: ignore[arg-type]
-        return {"x": crop.astype(np.float32), "mask": mask[None].astype(np.float32)}
-
-
-class PixelShuffleHead(nn.Module):
-    """(B, C_f, x, y, z) -> (B, C_out, s*x, s*y, s*z): a 1x1x1 conv to ``s^3 * C_out`` then a 3D shuffle."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.out_ch = out_ch
-        self.proj = nn.Conv3d(in_ch, stride**3 * out_ch, kernel_size=1)
-
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        s = self.stride
-        return rearrange(self.proj(feat), "b (c p q r) x y z -> b c (x p) (y q) (z r)", p=s, q=s, r=s)
-
-
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean |pred - target| over masked voxels: sum(|d| * m) / (sum(m) * C). (B,C,...) x (B,1,...)."""
-    diff = (pred.float() - target.float()).abs() * mask
-    return diff.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
 
 
 @register_method("simmim")
@@ -100,12 +63,6 @@ class SimMIM(SSLMethod):
                 f"simmim.mask_ratio_min/max = {hp.mask_ratio_min}/{hp.mask_ratio_max}: "
                 "need 0 < min <= max < 1"
             )
-        if hp.mask_shape not in MASK_SHAPES:
-            raise ConfigError(
-                f"simmim.mask_shape = {hp.mask_shape!r}; valid values: {', '.join(MASK_SHAPES)}"
-            )
-        if hp.head not in ("linear", "backbone"):
-            raise ConfigError(f"simmim.head = {hp.head!r}; valid values: linear, backbone")
         if any(s % hp.mask_patch for s in hp.crop_size):
             raise ConfigError(
                 f"simmim.crop_size {tuple(hp.crop_size)} must be a multiple of simmim.mask_patch "
@@ -129,6 +86,12 @@ class SimMIM(SSLMethod):
     @property
     def views(self) -> SimMIMViews:
         return self._views
+
+    def untrained_parameters(self) -> tuple[str, ...]:
+        """With the ``linear`` head only the encoder is trained: the backbone's decoder gets no gradient."""
+        if self.head is None:
+            return ()
+        return tuple(f"backbone.{p}" for p in self.backbone.decoder_prefixes)
 
     def encoder(self) -> nn.Module:
         return self.backbone

@@ -20,6 +20,7 @@ from anatssl.config.schema import PretrainConfig
 from anatssl.losses.ntxent import nt_xent
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
+from anatssl.models.swinssl_head import UpsampleReconHead
 from anatssl.views.swinssl import SwinSSLViews
 
 log = logging.getLogger("anatssl")
@@ -38,28 +39,6 @@ class SwinSSLConfig:
     rot_weight: float = 1.0
     contrast_weight: float = 1.0
     inpaint_weight: float = 1.0
-
-
-class UpsampleReconHead(nn.Sequential):
-    """Tang et al.'s light decoder: per level x2 trilinear upsampling -> conv3x3 -> IN -> LeakyReLU.
-
-    (Upsampling first so that instance norm never sees a 1x1x1 map from a small crop.)
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, levels: int = 5) -> None:
-        layers: list[nn.Module] = []
-        ch = in_ch
-        for _ in range(levels):
-            nxt = max(ch // 2, 8)
-            layers += [
-                nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
-                nn.Conv3d(ch, nxt, kernel_size=3, padding=1),
-                nn.InstanceNorm3d(nxt),
-                nn.LeakyReLU(inplace=True),
-            ]
-            ch = nxt
-        layers.append(nn.Conv3d(ch, out_ch, kernel_size=1))
-        super().__init__(*layers)
 
 
 @register_method("swinssl")
@@ -89,6 +68,10 @@ class SwinSSL(SSLMethod):
     @property
     def views(self) -> SwinSSLViews:
         return self._views
+
+    def untrained_parameters(self) -> tuple[str, ...]:
+        """Tang et al. train the encoder (and their own heads): the backbone's decoder gets no gradient."""
+        return tuple(f"backbone.{p}" for p in self.backbone.decoder_prefixes)
 
     def encoder(self) -> nn.Module:
         return self.backbone

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from anatssl.models.backbones.base import Backbone, tokens
+
 
 def _normed_last_layer(bottleneck_dim: int, out_dim: int) -> nn.Linear:
     layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
@@ -104,3 +106,28 @@ class AliceHead(nn.Module):
         else:
             raise ValueError(f"source must be 'enc' or 'dec', got {source!r}")
         return self._last(self.last_layer_tokens, self._embed(h), freeze_last)
+
+
+class AliceNet(nn.Module):
+    """Backbone + head: the student; its EMA copy is the teacher."""
+
+    def __init__(self, backbone: Backbone, head: AliceHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(
+        self, x: torch.Tensor, freeze_last: bool = False, with_recon: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """(B, C, S, S, S) -> cls (B, K), enc (B, N_enc, K), dec (B, N_dec, K) [, recon (B, C, S, S, S)]."""
+        feats = self.backbone.encode(x)
+        deep = feats[-1]
+        dec = self.backbone.decode(x, feats)
+        out = {
+            "cls": self.head.forward_cls(deep.mean(dim=(2, 3, 4)), freeze_last),
+            "enc": self.head.forward_tokens(tokens(deep), "enc", freeze_last),
+            "dec": self.head.forward_tokens(tokens(dec[0]), "dec", freeze_last),
+        }
+        if with_recon:
+            out["recon"] = self.backbone.reconstruct(dec[-1])
+        return out

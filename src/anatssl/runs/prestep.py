@@ -16,6 +16,21 @@ from anatssl.data.source import VolumeSource, choose_cache_dir
 from anatssl.engine import distributed as D
 
 
+def training_source(
+    cfg: PretrainConfig,
+    data: str | Path | Sequence[DataItem],
+    run_dir: str | Path,
+    items: Sequence[DataItem] | None = None,
+) -> VolumeSource:
+    """The source pretraining cuts its views from: the scans of ``data`` (or its already discovered
+    ``items``) preprocessed as ``cfg.data`` says, with ``model.in_channels`` channels, cached where
+    ``anatssl pretrain --out run_dir`` caches them (``data.cache_dir``, the data folder, else
+    ``run_dir/cache``). Not validated yet."""
+    cache = choose_cache_dir(data, cfg.data.cache_dir, Path(run_dir) / "cache")
+    scans = list(items) if items is not None else data
+    return VolumeSource(scans, cfg.data, cache_dir=cache, channels=cfg.model.in_channels)
+
+
 @dataclass
 class PretrainContext:
     """What a pre-step sees: the config (mutable until training starts), the data, the run folder."""
@@ -34,8 +49,7 @@ class PretrainContext:
     def make_source(self, cfg: PretrainConfig, run_dir: str | Path) -> VolumeSource:
         """A source over :attr:`items` preprocessed as ``cfg.data`` says, cached where ``anatssl
         pretrain --out run_dir`` would cache it (the data folder, else ``run_dir/cache``)."""
-        cache = choose_cache_dir(self.data, cfg.data.cache_dir, Path(run_dir) / "cache")
-        return VolumeSource(self.items, cfg.data, cache_dir=cache, channels=cfg.model.in_channels)
+        return training_source(cfg, self.data, run_dir, self.items)
 
     @property
     def source(self) -> VolumeSource:

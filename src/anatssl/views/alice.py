@@ -24,25 +24,8 @@ from anatssl.anatomy.pairing import PAIRING_MODES, PairMiner, check_coverage
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
 from anatssl.views.base import VolumeProvider
+from anatssl.views.crops import crop_around
 from anatssl.views.masks import MASK_SHAPES, block_mask
-
-
-def crop_around(image: np.ndarray, center: np.ndarray, size: int) -> np.ndarray:
-    """(C, X, Y, Z) -> (C, size, size, size) crop whose voxel ``size // 2`` is ``center``; zeros outside."""
-    c = np.asarray(center, dtype=np.int64)
-    start = c - size // 2
-    shape = np.asarray(image.shape[1:])
-    out = np.zeros((image.shape[0], size, size, size), dtype=np.float32)
-    lo = np.maximum(start, 0)
-    hi = np.minimum(start + size, shape)
-    if np.any(hi <= lo):
-        return out
-    dst_lo = lo - start
-    dst_hi = dst_lo + (hi - lo)
-    out[:, dst_lo[0] : dst_hi[0], dst_lo[1] : dst_hi[1], dst_lo[2] : dst_hi[2]] = image[
-        :, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]
-    ]
-    return out
 
 
 def light_augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -154,8 +137,9 @@ class AliceViews:
         if self.pairing == "sam":
             emb_a, emb_b = self.embedding(volume), self.embedding(vol_b)
         pair = self.miner.pair(volume, vol_b, rng, self.pairing, emb_a, emb_b)
-        q = crop_around(volume.image, pair.voxel_a, self.crop_size)
-        k = crop_around(vol_b.image, pair.voxel_b, self.crop_size)
+        size = (self.crop_size,) * 3
+        q = crop_around(volume.image, pair.voxel_a, size)[0].astype(np.float32, copy=False)
+        k = crop_around(vol_b.image, pair.voxel_b, size)[0].astype(np.float32, copy=False)
         if self.augment:
             q, k = light_augment(q, rng), light_augment(k, rng)
         shape = (self.crop_size,) * 3

@@ -47,7 +47,7 @@ def random_crop(
 
 
 def crop_around(
-    image: np.ndarray, center: Sequence[int], size: Sequence[int]
+    image: np.ndarray, center: Sequence[int] | np.ndarray, size: Sequence[int]
 ) -> tuple[np.ndarray, tuple[int, ...]]:
     """The ``size`` crop centred on voxel ``center`` (zero-padded at borders) and its start index."""
     start = tuple(int(c) - n // 2 for c, n in zip(center, size))

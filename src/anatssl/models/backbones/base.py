@@ -39,6 +39,9 @@ class Backbone(nn.Module):
     decoder_channels: list[int]
     decoder_strides: list[int]
     input_multiple: int
+    decoder_prefixes: tuple[str, ...] = ()
+    """State-dict prefixes of the parts only :meth:`decode` / :meth:`reconstruct` use (an encoder-only
+    method leaves them without gradient)."""
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError

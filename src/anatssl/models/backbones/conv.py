@@ -64,6 +64,7 @@ class ConvBackbone(Backbone):
         self.decoder_channels = [ch[3], ch[2], ch[1], ch[0], fs]
         self.decoder_strides = [16, 8, 4, 2, 1]
         self.input_multiple = 32
+        self.decoder_prefixes = ("skip0.", "up.", "recon_head.")
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []

@@ -66,6 +66,15 @@ class SwinBackbone(Backbone):
         self.decoder_channels = [8 * fs, 4 * fs, 2 * fs, fs, fs]
         self.decoder_strides = [16, 8, 4, 2, 1]
         self.input_multiple = 32
+        self.decoder_prefixes = (
+            "encoder1.",
+            "encoder2.",
+            "encoder3.",
+            "encoder4.",
+            "encoder10.",
+            "decoder",
+            "recon_head.",
+        )
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """-> swinViT's 5 layer-normalised outputs [h0 (s2), h1 (s4), h2 (s8), h3 (s16), h4 (s32)]."""

@@ -1,0 +1,29 @@
+"""SimMIM's views (Xie et al., CVPR 2022, in 3D): one random crop and its block mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from anatssl.data.volume import Volume
+from anatssl.views.crops import random_crop
+from anatssl.views.masks import block_mask
+
+
+@dataclass
+class SimMIMViews:
+    """One random crop and its block mask: ``{"x": (C, X, Y, Z), "mask": (1, X, Y, Z) 0/1 float32}``."""
+
+    crop_size: tuple[int, int, int]
+    mask_patch: int = 16
+    ratio_min: float = 0.6
+    ratio_max: float = 0.75
+    shape: str = "cube"
+
+    def __call__(self, volume: Volume, rng: np.random.Generator, source: Any = None) -> dict[str, Any]:
+        crop, _ = random_crop(volume.image, self.crop_size, rng)
+        ratio = float(rng.uniform(self.ratio_min, self.ratio_max))
+        mask = block_mask(tuple(self.crop_size), self.mask_patch, ratio, self.shape, rng)  # type: ignore[arg-type]
+        return {"x": crop.astype(np.float32), "mask": mask[None].astype(np.float32)}
