@@ -10,7 +10,6 @@ stratified by class with ``split.split_seed`` so that AUC is defined on the test
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from anatssl.config.loader import save_yaml
 from anatssl.downstream.config import FinetuneConfig, SplitConfig, finetune_config_to_dict
 from anatssl.downstream.labelled import LabelledCase, read_labelled_dataset
 from anatssl.downstream.loop import build_finetune_optimizer, train_steps
-from anatssl.downstream.metrics import json_safe
+from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.segmentation import intensity_transform, load_init
 from anatssl.downstream.weights import InitSource, encoder_prefixes, resolve_init
 from anatssl.engine.device import autocast, resolve_device
@@ -231,7 +230,7 @@ def finetune_classification(
             for n, t, s in zip(d["test_cases"], d["y_test"], scores)
         },
     }
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
+    write_metrics_json(metrics, out)
     log.info(
         "classification: accuracy %.3f, AUC %.3f on %d held-out volumes",
         metrics["accuracy"],

@@ -35,7 +35,6 @@ of one dataset use the same N labelled volumes and the same test volumes.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -50,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anatssl.downstream.config import FinetuneConfig, finetune_config_to_dict
-from anatssl.downstream.metrics import json_safe
+from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.weights import InitSource, load_backbone_weights, resolve_init
 from anatssl.engine.precision import autocast
 from anatssl.errors import DataError
@@ -542,7 +541,7 @@ def dense_evaluation(
         metrics["landmarks"] = landmark_eval(test, cfg)
         seconds["landmarks"] = time.perf_counter() - t1
     metrics["seconds"] = seconds
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
+    write_metrics_json(metrics, out)
     return metrics
 
 
@@ -565,5 +564,5 @@ def run_dense_task(
         "per_case_mean_dice": res["per_case_mean_dice"],
         "train_cases": res["train_cases"],
     }
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(json_safe(flat), indent=2))
+    write_metrics_json(flat, out_dir)
     return flat

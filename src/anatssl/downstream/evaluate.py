@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ from anatssl.downstream.labelled import (
     read_labelled_dataset,
     split_cases,
 )
-from anatssl.downstream.metrics import json_safe, mean_over_cases
+from anatssl.downstream.metrics import mean_over_cases
+from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.segmentation import SegmentationNet, evaluate_segmentation
 from anatssl.engine.device import resolve_device
 from anatssl.engine.precision import precision_name, resolve_amp
@@ -73,5 +73,5 @@ def evaluate_finetuned_segmentation(
         "mean_hd95_mm": means["hd95"]["mean"],
         "per_case": per_case,
     }
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
+    write_metrics_json(metrics, out)
     return metrics

@@ -8,7 +8,6 @@ the features, independent of fine-tuning hyperparameters.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 from anatssl.config.loader import save_yaml
 from anatssl.downstream.classification import ClassificationNet, classification_scores, prepare
 from anatssl.downstream.config import FinetuneConfig, finetune_config_to_dict
-from anatssl.downstream.metrics import json_safe
+from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.segmentation import load_init
 from anatssl.downstream.weights import InitSource, resolve_init
 from anatssl.engine.device import resolve_device
@@ -82,5 +81,5 @@ def run_probe(
         "train_seconds": time.perf_counter() - t0,
         **classification_scores(d["y_test"], np.where(np.isfinite(full), full, -1e9)),
     }
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
+    write_metrics_json(metrics, out)
     return metrics

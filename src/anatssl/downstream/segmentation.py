@@ -15,7 +15,6 @@ computed in fp32 on fp32 logits.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -38,11 +37,11 @@ from anatssl.downstream.labelled import LabelledCase, check_label_values, read_l
 from anatssl.downstream.loop import Validator, build_finetune_optimizer, cycle, train_steps
 from anatssl.downstream.metrics import (
     empty_structure_counts,
-    json_safe,
     mean_over_cases,
     segmentation_metrics,
 )
 from anatssl.downstream.overlays import save_overlay
+from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.weights import InitSource, encoder_prefixes, load_backbone_weights, resolve_init
 from anatssl.engine.device import autocast, resolve_device
 from anatssl.engine.precision import precision_name, resolve_amp
@@ -336,7 +335,7 @@ def finetune_segmentation(
         "empty_structures": empty_structure_counts(list(per_case.values())),
         "per_case": per_case,
     }
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
+    write_metrics_json(metrics, out)
     if cfg.train.save_model:
         tmp = out / "model.pt.tmp"
         torch.save(
