@@ -142,10 +142,21 @@ def test_segmentation_probe_cli_writes_per_structure_and_per_case_dice(
     assert '"mean_dice"' in capsys.readouterr().out
 
 
-def test_label_transfer_cli_at_several_counts_with_landmarks_skipped(labelled_dataset: Path, tmp_path: Path) -> None:
+def test_label_transfer_cli_at_several_counts_with_landmarks_skipped(
+    labelled_dataset: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "lt"
     rc = main(
-        ["evaluate", "label-transfer", "--data", str(labelled_dataset), "--init", "scratch", "--out", str(out)]
+        [
+            "evaluate",
+            "label-transfer",
+            "--data",
+            str(labelled_dataset),
+            "--init",
+            "scratch",
+            "--out",
+            str(out),
+        ]
         + ["--labeled", "1,3", "--landmarks", *_conv(), "dense.reference_voxels=256"]
     )
     assert rc == 0
@@ -156,7 +167,16 @@ def test_label_transfer_cli_at_several_counts_with_landmarks_skipped(labelled_da
     # the random-init control is a function of the seed
     out2 = tmp_path / "lt2"
     main(
-        ["evaluate", "label-transfer", "--data", str(labelled_dataset), "--init", "scratch", "--out", str(out2)]
+        [
+            "evaluate",
+            "label-transfer",
+            "--data",
+            str(labelled_dataset),
+            "--init",
+            "scratch",
+            "--out",
+            str(out2),
+        ]
         + ["--labeled", "1", *_conv(), "dense.reference_voxels=256"]
     )
     m2 = json.loads((out2 / "metrics.json").read_text())
@@ -171,3 +191,23 @@ def test_dense_config_is_checked() -> None:
         load_finetune_config("segmentation-probe", "tiny", None, ["dense.stride=3"])
     with pytest.raises(ConfigError, match="dense.levels"):
         load_finetune_config("label-transfer", "tiny", None, ["dense.levels=[5]"])
+
+
+@pytest.mark.parametrize("method", ["alice", "s2dc"])
+def test_a_run_checkpoint_gives_that_steps_encoder(tmp_path: Path, method: str) -> None:
+    """The budget curve evaluates RUN/checkpoints/step_XXXXXXX.pt: the method's encoder() at that step,
+    not a student/teacher key guess."""
+    import shutil
+
+    from downstream_fixtures import fabricate_run
+
+    from anatssl.downstream.weights import resolve_init
+
+    run = fabricate_run(tmp_path / "run", method, ("model.backbone=conv", "model.feature_size=4"))
+    ckpt = run / "checkpoints" / "step_0000003.pt"
+    shutil.copy(run / "checkpoints" / "last.pt", ckpt)
+    a, b = resolve_init(run), resolve_init(ckpt)
+    assert b.kind == "run" and b.meta["step"] == 3 and b.meta["method"] == method
+    assert a.state_dict is not None and b.state_dict is not None
+    assert set(a.state_dict) == set(b.state_dict)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)

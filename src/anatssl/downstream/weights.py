@@ -277,11 +277,18 @@ class InitSource:
 
 
 def resolve_init(init: str | Path) -> InitSource:
-    """``scratch`` | a run directory (has ``checkpoints/last.pt``) | a weights file."""
+    """``scratch`` | a run directory (has ``checkpoints/last.pt``) | one of a run's checkpoints
+    (``RUN/checkpoints/step_XXXXXXX.pt``: that step's encoder, e.g. for the pretraining-budget curve) |
+    a weights file."""
     if str(init) == "scratch":
         return InitSource(kind="scratch")
     path = Path(init)
-    if path.is_dir():
+    in_run = (
+        path.is_file()
+        and path.parent.name == "checkpoints"
+        and (path.parent.parent / "config.yaml").is_file()
+    )
+    if path.is_dir() or in_run:
         sd, meta = load_run_encoder(path)
         return InitSource(kind="run", path=path, state_dict=sd, meta=meta)
     if path.is_file():
