@@ -260,8 +260,13 @@ class EmbeddingCache:
         stem = p.name.split(".")[0] or "scan"
         return self.root / f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:10]}.npz"
 
-    def stale_reason(self, volume_path: str | Path, model_hash: str, preset: str) -> str | None:
-        """None when the entry of ``volume_path`` is fresh for these hashes, else why not."""
+    def stale_reason(
+        self, volume_path: str | Path, model_hash: str, preset: str, check_source: bool = True
+    ) -> str | None:
+        """None when the entry of ``volume_path`` is fresh for these hashes, else why not.
+
+        ``check_source=False`` skips hashing the scan file (a full read; done once per dataset at
+        start-up by Alice's stage 0, not in every DataLoader worker)."""
         path = self.entry_path(volume_path)
         if not path.is_file():
             return "missing"
@@ -274,7 +279,7 @@ class EmbeddingCache:
             return "computed with other model weights"
         if meta.get("preset_hash") != preset:
             return "computed with another preprocessing preset"
-        if meta.get("source_hash") != source_hash(volume_path):
+        if check_source and meta.get("source_hash") != source_hash(volume_path):
             return "the scan file changed since"
         return None
 
@@ -300,11 +305,16 @@ class EmbeddingCache:
             self._current_model_hash = self.model_hash(run)
         return self._current_model_hash
 
-    def get(self, volume_path: str | Path, volume: Volume | None = None) -> EmbeddingMap:
-        """The fresh embedding of ``volume_path``; with ``volume`` also check it covers that scan's grid."""
+    def get(
+        self, volume_path: str | Path, volume: Volume | None = None, check_source: bool = True
+    ) -> EmbeddingMap:
+        """The fresh embedding of ``volume_path``; with ``volume`` also check it covers that scan's grid.
+
+        The one freshness check (Alice's views call it with ``check_source=False``, see
+        :meth:`stale_reason`)."""
         m = self.manifest()
         redo = f"re-run `anatssl embed --model {m.get('model_run')} --data PATH --out {self.root}`"
-        reason = self.stale_reason(volume_path, m["model_hash"], m["preset_hash"])
+        reason = self.stale_reason(volume_path, m["model_hash"], m["preset_hash"], check_source)
         if reason == "missing":
             raise DataError(f"no embedding of {volume_path} in {self.root}; {redo} with a PATH that holds it")
         if reason is not None:
