@@ -51,6 +51,9 @@ README's folder layout)."""
 # ------------------------------------------------------------------------------------------------------
 # parsing
 
+UNPARSABLE = "<not shell>"
+"""First word of a line that ``shlex`` cannot split (an unclosed quote: prose or program output)."""
+
 
 @dataclass(frozen=True)
 class Command:
@@ -117,7 +120,10 @@ def commands_of(lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
         joined.append(pending)
     out: list[tuple[int, list[str]]] = []
     for n, raw in joined:
-        words = shlex.split(raw, comments=True)
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError as e:  # not shell (prose, output): kept, so a recipe holding it is reported
+            words = [UNPARSABLE, f"{e}: {raw.strip()}"]
         cmd: list[str] = []
         for w in [*words, "&&"]:
             if w == "&&":
@@ -130,7 +136,7 @@ def commands_of(lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
 
 
 def recipes_of(page: Path) -> list[Recipe]:
-    rel = page.relative_to(ROOT).as_posix()
+    rel = page.relative_to(ROOT).as_posix() if page.is_relative_to(ROOT) else page.as_posix()
     recipes = []
     for start, body in shell_blocks(page.read_text()):
         cmds = tuple(Command(rel, n, tuple(argv)) for n, argv in commands_of(body))
@@ -408,6 +414,7 @@ def test_parser_reads_commands_from_markdown(tmp_path: Path) -> None:
         "```\n"
         "```\n"
         "src/anatssl/config     dataclass schemas\n"
+        "src/anatssl/runs       a run folder's one reader\n"
         "```\n"
         "````\n"
         "```\n"
@@ -415,7 +422,7 @@ def test_parser_reads_commands_from_markdown(tmp_path: Path) -> None:
         "````\n"
     )
     blocks = list(shell_blocks(page.read_text()))
-    assert [start for start, _ in blocks] == [2, 12, 15]
+    assert [start for start, _ in blocks] == [2, 12, 16]
     cmds = [argv for _, body in blocks for _, argv in commands_of(body)]
     assert cmds == [
         ["python3", "-m", "venv", ".venv"],
@@ -425,11 +432,17 @@ def test_parser_reads_commands_from_markdown(tmp_path: Path) -> None:
          "model.backbone=conv"],
         ["pip", "install", "-e", ".[dev]"],
         ["src/anatssl/config", "dataclass", "schemas"],
+        [UNPARSABLE, "No closing quotation: src/anatssl/runs       a run folder's one reader"],
         ["```"],
         ["anatssl", "export", "--run", "r", "--format", "safetensors", "--out", "f"],
     ]  # fmt: skip
     lines = [n for _, body in blocks for n, _ in commands_of(body)]
-    assert lines == [4, 4, 4, 5, 7, 13, 16, 17]
+    assert lines == [4, 4, 4, 5, 7, 13, 14, 17, 18]
+    assert [r.line for r in recipes_of(page)] == [2, 16]  # the folder layout is not a recipe
+    page.write_text(page.read_text() + "```\nanatssl synth --out d\nit's output, not a command\n```\n")
+    (recipe,) = [r for r in recipes_of(page) if r.line == 20]
+    with pytest.raises(KeyError, match="not an anatssl command"):
+        plan(recipe.commands[1])
 
 
 def test_tiny_overrides_replace_the_pages_sizes() -> None:
