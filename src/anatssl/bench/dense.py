@@ -89,7 +89,9 @@ def pretrain_checkpoint_overrides(suite: Suite) -> list[str]:
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"step_{step:07d}.pt"
+    from anatssl.runs import RunDir
+
+    return RunDir(run_dir).checkpoint_file(step)
 
 
 def dense_cells(

@@ -282,13 +282,10 @@ def resolve_init(init: str | Path) -> InitSource:
     a weights file."""
     if str(init) == "scratch":
         return InitSource(kind="scratch")
+    from anatssl.runs import RunDir
+
     path = Path(init)
-    in_run = (
-        path.is_file()
-        and path.parent.name == "checkpoints"
-        and (path.parent.parent / "config.yaml").is_file()
-    )
-    if path.is_dir() or in_run:
+    if RunDir.is_run(path):
         sd, meta = load_run_encoder(path)
         return InitSource(kind="run", path=path, state_dict=sd, meta=meta)
     if path.is_file():

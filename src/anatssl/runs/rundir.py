@@ -86,6 +86,21 @@ class RunDir:
     def checkpoints_dir(self) -> Path:
         return self.root / CHECKPOINTS
 
+    def checkpoint_file(self, name: str | int = LAST) -> Path:
+        """Where checkpoint ``name`` is (or will be) written; no check that it exists."""
+        if self._checkpoint_file is not None and name == LAST:
+            return self._checkpoint_file
+        return self.checkpoints_dir / checkpoint_name(name)
+
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        """Whether ``path`` is a run folder or a checkpoint inside one (``RUN/checkpoints/*.pt`` next to
+        ``RUN/config.yaml``), as opposed to an exported weights file."""
+        p = Path(path)
+        if p.is_dir():
+            return True
+        return p.is_file() and p.parent.name == CHECKPOINTS and (p.parent.parent / CONFIG).is_file()
+
     def has_checkpoint(self, name: str | int = LAST) -> bool:
         if self._checkpoint_file is not None and name == LAST:
             return True
