@@ -71,6 +71,19 @@ class Command:
     def text(self) -> str:
         return shlex.join(self.argv)
 
+    @property
+    def env(self) -> dict[str, str]:
+        """Leading ``NAME=value`` words (the shell's per-command environment)."""
+        return dict(w.split("=", 1) for w in self.argv[: len(self.argv) - len(self.words)])
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The command without its leading environment assignments."""
+        i = 0
+        while i < len(self.argv) - 1 and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", self.argv[i]):
+            i += 1
+        return self.argv[i:]
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -87,7 +100,7 @@ class Recipe:
 def shell_blocks(text: str) -> Iterator[tuple[int, list[tuple[int, str]]]]:
     """Fenced blocks with a shell (or no) info string -> (line of the fence, [(line, text), ...])."""
     fence: str | None = None
-    start, body = 0, []
+    start, body = 0, list[tuple[int, str]]()
     for i, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
         if fence is None:
@@ -140,7 +153,7 @@ def recipes_of(page: Path) -> list[Recipe]:
     recipes = []
     for start, body in shell_blocks(page.read_text()):
         cmds = tuple(Command(rel, n, tuple(argv)) for n, argv in commands_of(body))
-        if any(c.argv[0] in EXECUTABLES for c in cmds):
+        if any(c.words[0] in EXECUTABLES for c in cmds):
             recipes.append(Recipe(rel, start, cmds))
     return recipes
 
@@ -249,8 +262,10 @@ TINY: dict[str, list[str]] = {
         "segmentation.samples_per_volume=1",
         "segmentation.sw_batch_size=1",
         "segmentation.overlay_cases=1",
+        "dense.steps=2",
     ],
     "evaluate correspondence": ["--max-subjects", "3", "--no-progress"],
+    "evaluate label-transfer": ["split.n_test=2", "dense.steps=2"],
     "evaluate": [],
     "embed": ["--no-progress"],
     "match": [],
@@ -283,7 +298,7 @@ def _tiny_row(sub: tuple[str, ...]) -> list[str]:
 
 def tiny_argv(cmd: Command) -> list[str]:
     """The command as run: placeholders replaced, TINY overrides appended to its ``anatssl`` part."""
-    argv = list(cmd.argv)
+    argv = list(cmd.words)
     for i in range(1, len(argv)):
         if (argv[i - 1], argv[i]) in PLACEHOLDERS:
             argv[i] = PLACEHOLDERS[(argv[i - 1], argv[i])]
@@ -301,11 +316,12 @@ def tiny_argv(cmd: Command) -> list[str]:
 
 
 def plan(cmd: Command) -> tuple[list[str] | None, str]:
-    """-> (argv to run, "") or (None, reason it is not run). KeyError: neither run nor listed."""
+    """-> (argv to run, without the command's environment: ``Command.env``, "") or (None, reason it is
+    not run). KeyError: neither run nor listed."""
     for _name, applies, reason in NOT_RUN:
-        if applies(cmd.argv):
-            return None, reason(cmd.argv)
-    sub = _subcommand(cmd.argv)
+        if applies(cmd.words):
+            return None, reason(cmd.words)
+    sub = _subcommand(cmd.words)
     if not sub or sub[0] not in COMMANDS:
         raise KeyError(f"{cmd.where}: `{cmd.text}` is not an anatssl command")
     return tiny_argv(cmd), ""
@@ -461,6 +477,13 @@ def test_tiny_overrides_replace_the_pages_sizes() -> None:
     assert match[-4:] == ["--a", PLACEHOLDERS[("--a", "A.nii.gz")], "--b", PLACEHOLDERS[("--b", "B.nii.gz")]]
     with pytest.raises(KeyError):
         plan(Command("x.md", 1, ("make", "all")))
+    env = Command("x.md", 1, ("OMP_NUM_THREADS=1", "anatssl", "synth", "--out", "d"))
+    assert env.env == {"OMP_NUM_THREADS": "1"} and (plan(env)[0] or [])[:4] == [
+        "anatssl",
+        "synth",
+        "--out",
+        "d",
+    ]
     assert (
         plan(Command("x.md", 1, ("anatssl", "benchmark", "--suite", "synthetic-small", "--out", "b")))[0]
         is None
@@ -517,9 +540,9 @@ def test_every_documented_command_is_run_or_listed() -> None:
     print("\n".join(rows))
     assert not problems, "\n".join(problems)
     readme = [c for c, _, _ in coverage_table() if c.page == "README.md"]
-    words = {c.argv[1] for c in readme if c.argv[0] == "anatssl"}
+    words = {c.words[1] for c in readme if c.words[0] == "anatssl"}
     assert {"quickstart", "synth", "pretrain", "finetune", "export", "benchmark"} <= words, words
-    assert any(c.argv[0] == "torchrun" for c in readme)
+    assert any(c.words[0] == "torchrun" for c in readme)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -553,13 +576,15 @@ def provide_inputs(argv: list[str], dataset: Path) -> None:
             assert main(pre) == 0, pre
 
 
-def _run(argv: list[str]) -> None:
+def _run(argv: list[str], cmd_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     if argv[0] == "torchrun":
         exe = Path(sys.executable).with_name("torchrun")
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **cmd_env}
         proc = subprocess.run([str(exe), *argv[1:]], capture_output=True, text=True, env=env, timeout=900)
         assert proc.returncode == 0, f"{shlex.join(argv)} exited {proc.returncode}\n{proc.stderr[-4000:]}"
         return
+    for k, v in cmd_env.items():  # e.g. OMP_NUM_THREADS=1 (torch's threads are set per test anyway)
+        monkeypatch.setenv(k, v)
     try:
         code = main(argv[1:])
     except SystemExit as e:  # argparse errors
@@ -579,6 +604,6 @@ def test_recipe_runs(
         if argv is None:
             continue
         provide_inputs(argv, synthetic_dataset)
-        _run(argv)
+        _run(argv, cmd.env, monkeypatch)
         sub = _subcommand(tuple(argv))
         WRITES[sub[0]](sub)
