@@ -78,7 +78,7 @@ a pool of 8 labelled volumes; fine-tuning and dense evaluation share it, so both
 
 CPU_RECIPE = (
     *PROBE_SPLIT,
-    "train.max_steps=500",
+    "train.max_steps=400",
     "train.batch_size=2",
     "train.log_every=20",
     "train.amp=auto",
@@ -97,7 +97,7 @@ CPU_RECIPE = (
     "segmentation.overlay_cases=1",
 )
 """The fine-tuning recipe that converges on a CPU (issue 13, item 1: class-balanced 32^3 crops, batch
-Dice + CE, no flips or intensity shift, validation-selected), cut from 800 to 500 steps to fit the
+Dice + CE, no flips or intensity shift, validation-selected), cut from 800 to 400 steps to fit the
 suite's budget."""
 
 SMALL_CROPS: dict[str, tuple[str, ...]] = {
@@ -168,11 +168,11 @@ SUITES: dict[str, Suite] = {
     "synthetic-probe": Suite(
         name="synthetic-probe",
         description="the CPU suite that can see an effect: the conv backbone (feature_size 12) "
-        "pretrained 1,500 steps (batch 1, 32^3 crops; S2DC a 2 x 2 slab of 32^3; Alice's SAM 300 steps "
+        "pretrained 1,200 steps (batch 1, 32^3 crops; S2DC a 2 x 2 slab of 32^3; Alice's SAM 300 steps "
         "first) by every method on 16 synthetic torsos (64^3, 6 mm), seeds 0 and 1; the frozen encoders and "
         "the random-init control of each seed scored by a linear probe and by label transfer with 1, 2 and "
         "4 labelled volumes on 6 held-out volumes, and by landmark matching, also at 25 % and 50 % of the "
-        "pretraining; fine-tuning with the CPU recipe (segmentation_cpu, 500 steps of 32^3 class-balanced "
+        "pretraining; fine-tuning with the CPU recipe (segmentation_cpu, 400 steps of 32^3 class-balanced "
         "crops, best of 2 validation volumes) with 1 and all 8 labelled volumes, seed 0",
         methods=SSL_ARMS,
         seeds=(0, 1),
@@ -180,7 +180,7 @@ SUITES: dict[str, Suite] = {
         data={"n": 16, "size": 64, "seed": 0},
         shared=("model.backbone=conv", "model.feature_size=12", "data.hu_window=[-1000,1000]"),
         pretrain=(
-            "train.max_steps=1500",
+            "train.max_steps=1200",
             "train.batch_size=1",
             "train.log_every=10",
             "optim.warmup_steps=50",
@@ -188,6 +188,7 @@ SUITES: dict[str, Suite] = {
         finetune=CPU_RECIPE,
         n_test=6,
         method_overrides=SMALL_CROPS,
+        correspondence=False,  # landmarks are matched by the dense cells, with the multi-scale features
         correspondence_subjects=6,
         dense=(1, 2, 4),
         dense_overrides=PROBE_SPLIT,
@@ -227,6 +228,7 @@ SUITES: dict[str, Suite] = {
             "segmentation.flips=false",
         ),
         n_test=12,
+        correspondence=False,  # landmarks are matched by the dense cells
         correspondence_subjects=12,
         dense=(1, 2, 4),
         dense_overrides=("split.n_val=8",),
