@@ -59,7 +59,7 @@ def test_table_shape_and_reading_on_known_results() -> None:
     assert rows["probe Dice @1"] == ["0.120", "0.280", "+0.160", "[+0.100,", "+0.220]", "helps"]
     assert rows["transfer Dice @1"] == ["0.260", "0.270", "+0.010", "[-0.020,", "+0.040]"]
     assert rows["landmark error mm"] == ["34.0", "30.0", "-4.0", "[-6.0,", "-1.5]", "helps"]
-    assert lines[6].split()[-1] == "36.7"
+    assert lines[6] == "(landmark error without learning, same voxel index: 36.7 mm)"
     assert lines[-1] == (
         "Reading: pretraining with s2dc helps probe Dice @1, probe Dice @2, landmark error mm (95 % "
         "intervals over 4 held-out volumes exclude 0); 2 other differences are not clear."

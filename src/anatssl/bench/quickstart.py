@@ -117,7 +117,7 @@ def quickstart_table(results: dict[str, Any]) -> list[str]:
         lines.append(f"{label:20s}{v(c, digits):>12s}{v(a, digits):>12s}   {fmt_delta(d, digits):<28s}{mark}")
     base = (ctrl.get("landmark_baselines_mm") or {}).get("same_voxel")
     if base and math.isfinite(base.get("mean", math.nan)):
-        lines.append(f"{'  same voxel index, no learning (all matches)':44s}{base['mean']:>12.1f}")
+        lines.append(f"(landmark error without learning, same voxel index: {base['mean']:.1f} mm)")
     helps = [r[0] for r in rows if verdict(r[3], r[4]) == "helps"]
     hurts = [r[0] for r in rows if verdict(r[3], r[4]) == "hurts"]
     n_test = results["spec"]["n_test"]
