@@ -221,3 +221,12 @@ def test_inverse_sqrt_class_weights_by_hand(six_cases: Path) -> None:
     cases, label_map = read_labelled_dataset(six_cases)
     f = label_frequencies(cases[:2], sorted(label_map))
     assert f.sum() == pytest.approx(1.0) and f[0] > f[1] > f[2] > 0  # background > liver > kidney
+
+
+def test_cpu_preset_is_the_documented_recipe() -> None:
+    cfg = load_finetune_config("segmentation", "cpu")
+    assert (cfg.model.backbone, cfg.model.feature_size) == ("conv", 12)
+    assert cfg.segmentation.crop == "classes" and cfg.segmentation.class_weights == "inverse_sqrt"
+    assert tuple(cfg.segmentation.roi_size) == (32, 32, 32) and not cfg.segmentation.augment
+    assert (cfg.split.n_test, cfg.split.n_val, cfg.train.val_every, cfg.train.select) == (4, 2, 100, "best")
+    assert cfg.train.amp == "auto" and cfg.train.max_steps == 800
