@@ -185,7 +185,9 @@ SUITES: dict[str, Suite] = {
             "train.batch_size=1",
             "train.log_every=10",
             "optim.warmup_steps=50",
-            "train.amp=bf16",  # this CPU's AMX-BF16 units: ~3x a fp32 step (docs/backbones.md)
+            # fp32: this machine's CPU (AMD EPYC, AVX2) has neither AMX-BF16 nor AVX512-BF16
+            # (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False); an S2DC step measured 0.39-0.50 s
+            # in fp32 and 4.4-5.3 s in bf16 here, interleaved. Add train.amp=bf16 on a CPU that has them.
         ),
         finetune=CPU_RECIPE,
         n_test=6,
