@@ -135,7 +135,7 @@ class ClassificationParams:
 
 @dataclass
 class DenseParams:
-    """Frozen-encoder dense evaluation (``segmentation-probe``, ``label-transfer``; downstream/dense_probe.py).
+    """Frozen-encoder dense evaluation (``segmentation-probe``, ``label-transfer``): dense_probe.py.
 
     Defaults: the recipe measured in issue 13 (features at stride 2, 300 Adam steps at lr 1e-2).
     """
