@@ -111,7 +111,7 @@ def test_segmentation_finetune(name: str, synthetic_dataset: Path, work: Path) -
     cfg = (out / "config.yaml").read_text()
     assert f"backbone: {name}" in cfg
     rows = _rows(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [0] and np.isfinite(rows[0]["loss"])
+    assert [r["step"] for r in rows] == [1] and np.isfinite(rows[0]["loss"])
     m = json.loads((out / "metrics.json").read_text())
     assert m["init"]["kind"] == "scratch" and m["labeled"] == 1 and len(m["test_cases"]) == 1
     assert 0.0 <= m["mean_dice"] <= 1.0
@@ -172,7 +172,7 @@ def test_classification_finetune_from_a_pretraining_run(
     assert m["task"] == "classification" and m["init"]["kind"] == "run"
     assert m["init"]["load"]["n_loaded"] > 0 and m["init"]["load"]["n_unexpected"] == 0
     assert m["labeled"] == 4 and len(m["test_cases"]) == 2 and 0.0 <= m["accuracy"] <= 1.0
-    assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [0]
+    assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [1]
     assert f"backbone: {name}" in (out / "config.yaml").read_text()
 
 

@@ -176,7 +176,7 @@ def test_validation_logged_and_best_weights_selected(six_cases: Path, tmp_path: 
     m = finetune_segmentation(cfg, six_cases, "scratch", out)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     val_rows = [r for r in rows if "val_dice" in r]
-    assert [r["step"] for r in val_rows] == [1, 3, 5]
+    assert [r["step"] for r in val_rows] == [2, 4, 6]  # val_every 2, 1-based as pretraining
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["precision"] == "fp32" and saved["amp_setting"] == "none"
     assert saved["val_cases"] and not set(saved["val_cases"]) & set(saved["test_cases"])

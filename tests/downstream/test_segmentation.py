@@ -69,7 +69,7 @@ def test_finetune_scratch_end_to_end(labelled_dataset: Path, tmp_path: Path) -> 
             assert v is None or 0.0 <= v <= 1.0
     assert m["steps"] == 2
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [0, 1]
+    assert [r["step"] for r in rows] == [2]  # 1-based; log_every 10: only the last step
     for name in saved["test_cases"]:
         pred = nib.load(str(out / "predictions" / f"{name}.nii.gz"))
         src = nib.load(str(labelled_dataset / "imagesTr" / f"{name}.nii.gz"))

@@ -23,7 +23,7 @@ from torch import nn
 
 from anatssl.config.loader import save_yaml
 from anatssl.downstream.config import FinetuneConfig, SplitConfig, finetune_config_to_dict
-from anatssl.downstream.labelled import LabelledCase, read_labelled_dataset
+from anatssl.downstream.labelled import LabelledCase, read_labelled_dataset, take_labeled
 from anatssl.downstream.loop import build_finetune_optimizer, train_steps
 from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.segmentation import intensity_transform, load_init
@@ -66,7 +66,9 @@ def stratified_split(y: np.ndarray, split: SplitConfig) -> tuple[np.ndarray, np.
     """-> (train indices, test indices): per-class shuffles with ``split_seed``; test proportional.
 
     The training pool is ordered by cycling through the classes, so the first ``labeled`` volumes hold
-    every class as soon as ``labeled`` >= the number of classes.
+    every class as soon as ``labeled`` >= the number of classes. Why not ``labelled.split_dataset``
+    (a plain shuffle, used for segmentation): a plain shuffle can leave a class out of the test set,
+    where AUC is undefined; the ``--labeled`` rule is the same (``labelled.take_labeled``).
     """
     rng = np.random.default_rng(split.split_seed)
     classes = np.unique(y)
@@ -89,14 +91,7 @@ def stratified_split(y: np.ndarray, split: SplitConfig) -> tuple[np.ndarray, np.
         for c in classes:
             if rest[c]:
                 pool.append(int(rest[c].pop(0)))
-    if split.labeled is not None:
-        if split.labeled > len(pool):
-            raise DataError(
-                f"--labeled {split.labeled} is larger than the labelled training pool: {len(y)} "
-                f"volumes minus {split.n_test} held out for testing = {len(pool)}; "
-                f"use --labeled <= {len(pool)}"
-            )
-        pool = pool[: split.labeled]
+    pool = take_labeled(pool, split, len(y), f"{split.n_test} held out for testing")
     return np.asarray(pool, dtype=np.int64), np.sort(test)
 
 

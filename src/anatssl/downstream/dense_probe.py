@@ -51,6 +51,7 @@ from torch import nn
 from anatssl.downstream.config import FinetuneConfig, finetune_config_to_dict
 from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.weights import InitSource, load_backbone_weights, resolve_init
+from anatssl.engine.device import resolve_device
 from anatssl.engine.precision import autocast
 from anatssl.errors import DataError
 from anatssl.models.backbones import Backbone, build_backbone
@@ -484,7 +485,6 @@ def dense_evaluation(
     ``features`` (stride, channels, levels), ``init`` (what was loaded), ``seconds`` per stage.
     """
     from anatssl.config.loader import save_yaml
-    from anatssl.engine.trainer import resolve_device
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

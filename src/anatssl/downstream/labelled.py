@@ -144,9 +144,30 @@ class Split:
     test: list[LabelledCase]
 
 
+def take_labeled(pool: list[Any], split: SplitConfig, total: int, held: str) -> list[Any]:
+    """The ``--labeled`` rule shared by both splits: training takes the first ``split.labeled`` of the
+    ordered pool (all of it when ``None``), so a larger ``labeled`` contains a smaller one.
+
+    ``total``: labelled volumes before the split; ``held``: what was held out, for the error.
+    """
+    if split.labeled is None:
+        return pool
+    if split.labeled > len(pool):
+        raise DataError(
+            f"--labeled {split.labeled} is larger than the labelled training pool: {total} labelled "
+            f"volumes minus {held} = {len(pool)}; use --labeled <= {len(pool)}"
+        )
+    return pool[: split.labeled]
+
+
 def split_dataset(cases: list[LabelledCase], split: SplitConfig) -> Split:
     """Shuffle once with ``split_seed``: the first ``n_test`` are the test set, the next ``n_val`` the
     validation set, the rest the pool; training takes the first ``labeled`` of the pool.
+
+    Segmentation's split (and the dense probe's, the benchmark's): one plain shuffle, since every
+    volume holds every structure. Classification uses ``classification.stratified_split`` instead, on
+    purpose: it must hold each class in the test set (AUC is undefined otherwise) and orders the pool
+    by cycling through the classes; both take ``--labeled`` through :func:`take_labeled`.
 
     The test set depends on ``split_seed`` and ``n_test`` only (not on ``n_val`` or ``labeled``), and a
     larger ``labeled`` contains a smaller one.
@@ -161,15 +182,8 @@ def split_dataset(cases: list[LabelledCase], split: SplitConfig) -> Split:
     test = [cases[i] for i in order[: split.n_test]]
     val = [cases[i] for i in order[split.n_test : split.n_test + n_val]]
     pool = [cases[i] for i in order[split.n_test + n_val :]]
-    if split.labeled is not None:
-        if split.labeled > len(pool):
-            held = f"{split.n_test} held out for testing" + (f" and {n_val} for validation" if n_val else "")
-            raise DataError(
-                f"--labeled {split.labeled} is larger than the labelled training pool: {len(cases)} labelled "
-                f"volumes minus {held} = {len(pool)}; use --labeled <= {len(pool)}"
-            )
-        pool = pool[: split.labeled]
-    return Split(train=pool, val=val, test=test)
+    held = f"{split.n_test} held out for testing" + (f" and {n_val} for validation" if n_val else "")
+    return Split(train=take_labeled(pool, split, len(cases), held), val=val, test=test)
 
 
 def split_cases(

@@ -3,9 +3,11 @@
 AdamW with two parameter groups (tensors loaded from pretrained weights get ``optim.encoder_lr_mult``
 times the lr, new ones the plain lr), the lr a function of the step (linear warm-up then cosine to
 ``min_lr``, the engine's ``warmup_cosine``), global-norm clipping, and one ``metrics.jsonl`` row per
-logged step (step, loss, lr, seconds) through the engine's :class:`RunLogger`.
+logged step (step, loss, lr, seconds) through the engine's :class:`RunLogger`. Steps are numbered as
+in pretraining: row ``step`` k is the state after k optimizer steps (1 .. ``train.max_steps``), logged
+at multiples of ``train.log_every`` and at the last step; its ``lr`` is the one that step used.
 
-Validation (:class:`Validator`): every ``train.val_every`` steps and at the last step a callback
+Validation (:class:`Validator`): at steps ``val_every``, ``2*val_every``, ... and the last a callback
 scores the validation volumes; the row of that step gets ``val_dice`` (measured after the step's
 update) and is always logged. With ``train.select=best`` the weights of the best validation score
 (the earliest on ties) are kept and restored at the end; with ``last`` the final weights stay.
@@ -75,7 +77,8 @@ class Validator:
     best_state: dict[str, torch.Tensor] | None = None
 
     def due(self, step: int, max_steps: int) -> bool:
-        return self.every > 0 and ((step + 1) % self.every == 0 or step == max_steps - 1)
+        """Whether to score after optimizer step ``step`` (1-based, as logged)."""
+        return self.every > 0 and (step % self.every == 0 or step == max_steps)
 
     def __call__(self, net: nn.Module, step: int) -> float:
         t0 = time.perf_counter()
@@ -136,9 +139,10 @@ def train_steps(
         progress=cfg.train.progress,
         description=description,
     ) as logger:
-        for step in range(cfg.train.max_steps):
+        for index in range(cfg.train.max_steps):
+            step = index + 1  # optimizer steps done after this one, as pretraining numbers them
             t0 = time.perf_counter()
-            lr = lr_at(cfg, step)
+            lr = lr_at(cfg, index)
             for g in opt.param_groups:
                 g["lr"] = lr * g["lr_mult"]
             loss = loss_fn(plain(next(batches)))  # networks take plain tensors, not MetaTensors
@@ -165,11 +169,11 @@ def train_steps(
                 row["val_dice"] = validator(net, step)
                 row["val_seconds"] = validator.curve[-1]["seconds"]
             history.append(row)
-            if due or step % max(cfg.train.log_every, 1) == 0 or step == cfg.train.max_steps - 1:
+            if due or step % max(cfg.train.log_every, 1) == 0 or step == cfg.train.max_steps:
                 logger.log(
                     {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
                 )
-            logger.advance(step + 1, value, dt)
+            logger.advance(step, value, dt)
     if validator is not None and validator.keep_best:
         validator.restore_best(net)
     return history

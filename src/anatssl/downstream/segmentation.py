@@ -298,7 +298,7 @@ def finetune_segmentation(
             net, opt, cycle(loader), loss_fn, cfg, out, "finetune segmentation", validator, amp
         )
     train_s = time.perf_counter() - t0
-    last_step = cfg.train.max_steps - 1
+    last_step = cfg.train.max_steps  # steps are 1-based: the state after max_steps updates
     if validator is not None:
         selection = validator.summary(cfg.train.select, last_step)
     else:
