@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from anatssl.engine.checkpoint import group_keys
 from anatssl.errors import CheckpointError
 
 EXPORT_FORMATS = ("monai-swinunetr", "safetensors")
@@ -64,8 +65,8 @@ class LoadReport:
             "n_missing": len(self.missing),
             "n_unexpected": len(self.unexpected),
             "n_renamed": self.renamed,
-            "missing": _groups(self.missing, limit),
-            "unexpected": _groups(self.unexpected, limit),
+            "missing": group_keys(self.missing, limit),
+            "unexpected": group_keys(self.unexpected, limit),
         }
 
     def describe(self) -> str:
@@ -79,17 +80,6 @@ class LoadReport:
         if self.unexpected:
             text += f"\n  unexpected (ignored): {', '.join(s['unexpected'])}"
         return text
-
-
-def _groups(keys: list[str], limit: int) -> list[str]:
-    """Collapse keys to their two leading name parts (``decoder1.*``) so a report stays readable."""
-    out: list[str] = []
-    for k in keys:
-        parts = k.split(".")
-        g = ".".join(parts[:2]) + (".*" if len(parts) > 2 else "")
-        if g not in out:
-            out.append(g)
-    return out[:limit] + ([f"... ({len(out) - limit} more groups)"] if len(out) > limit else [])
 
 
 # -- reading files ---------------------------------------------------------------------------------
@@ -236,7 +226,7 @@ def load_backbone_weights(
         raise CheckpointError(
             f"{source} has no tensor that fits this {backbone_name!r} backbone "
             f"(0 of {len(own)} keys matched); "
-            f"file keys look like {_groups(list(sd), 6)}, model keys like {_groups(list(own), 6)}. "
+            f"file keys look like {group_keys(list(sd), 6)}, model keys like {group_keys(list(own), 6)}. "
             "Is it a checkpoint of another backbone (model.backbone)?"
         )
     missing = [k for k in own if k not in mapped]
@@ -244,8 +234,8 @@ def load_backbone_weights(
     missing_enc = [k for k in missing if k.startswith(enc_prefixes)]
     if require_encoder and missing_enc:
         raise CheckpointError(
-            f"{source} lacks {len(missing_enc)} of the encoder's tensors: {_groups(missing_enc, 8)}"
-            + (f"; it has tensors the model does not: {_groups(unexpected, 8)}" if unexpected else "")
+            f"{source} lacks {len(missing_enc)} of the encoder's tensors: {group_keys(missing_enc, 8)}"
+            + (f"; it has tensors the model does not: {group_keys(unexpected, 8)}" if unexpected else "")
             + ". It was made for another backbone variant (model.depths / num_heads / use_v2 / backbone)"
         )
     result = model.load_state_dict({**{k: v for k, v in model.state_dict().items()}, **mapped}, strict=True)

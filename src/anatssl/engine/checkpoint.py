@@ -102,3 +102,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "to load plain weights use `anatssl finetune --init FILE`"
         )
     return ckpt
+
+
+def group_keys(keys: list[str], limit: int = 8) -> list[str]:
+    """Collapse state-dict keys to their two leading name parts (``decoder1.*``) so that a key-mismatch
+    message stays readable; at most ``limit`` groups, then a count of the rest."""
+    out: list[str] = []
+    for k in keys:
+        parts = k.split(".")
+        g = ".".join(parts[:2]) + (".*" if len(parts) > 2 else "")
+        if g not in out:
+            out.append(g)
+    return out[:limit] + ([f"... ({len(out) - limit} more groups)"] if len(out) > limit else [])

@@ -31,6 +31,7 @@ from anatssl.engine.checkpoint import (
     CONFIG_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    group_keys,
     load_checkpoint,
     step_checkpoint_name,
 )
@@ -227,25 +228,14 @@ class RunDir:
                 where = self.checkpoint_path(name)
                 raise CheckpointError(
                     f"{where} does not match the method rebuilt from {self.config_path}: "
-                    f"missing {_groups(list(result.missing_keys))}, "
-                    f"unexpected {_groups(list(result.unexpected_keys))}"
+                    f"missing {group_keys(list(result.missing_keys))}, "
+                    f"unexpected {group_keys(list(result.unexpected_keys))}"
                 )
         return method
 
     def step(self, name: str | int = LAST) -> int:
         """Steps completed when checkpoint ``name`` was written."""
         return int(self.load_checkpoint(name).get("step", -1))
-
-
-def _groups(keys: list[str], limit: int = 8) -> list[str]:
-    """Collapse keys to their two leading name parts (``decoder1.*``) so an error stays readable."""
-    out: list[str] = []
-    for k in keys:
-        parts = k.split(".")
-        g = ".".join(parts[:2]) + (".*" if len(parts) > 2 else "")
-        if g not in out:
-            out.append(g)
-    return out[:limit] + ([f"... ({len(out) - limit} more groups)"] if len(out) > limit else [])
 
 
 def resume_pretrain_config(
