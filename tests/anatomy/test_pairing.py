@@ -287,3 +287,49 @@ def test_miner_with_a_trained_sam_beats_random_pairing(tmp_path: Path) -> None:
     )
     assert np.max(gap) < 1e-3  # the same maximum as SAM's matching (float16 maps: ~1e-4 apart)
     assert np.mean(sam_err) < 0.8 * np.mean(rnd_err)
+
+
+def _geometry_only_embedding(vol: Volume, shift_mm: float = 0.0) -> EmbeddingMap:
+    """An embedding entry with the geometry ``anatssl embed`` stamps on it for ``vol`` (SAM's strides 2 and
+    8; features are irrelevant to the coverage check), its world box moved by ``shift_mm`` along z."""
+    from anatssl.anatomy.sam_model import grid_affine
+
+    aff = vol.affine.copy()
+    aff[2, 3] += shift_mm
+    grids = [tuple(-(-n // s) for n in vol.spatial_shape) for s in (2, 8)]
+    return EmbeddingMap(
+        fine=np.zeros((2, *grids[0]), np.float16),
+        coarse=np.zeros((2, *grids[1]), np.float16),
+        fine_affine=grid_affine(aff, 2),
+        coarse_affine=grid_affine(aff, 8),
+        meta={"volume_shape": list(vol.spatial_shape), "volume_affine": aff.tolist()},
+    )
+
+
+def test_sam_preset_foreground_crop_of_a_64_cube_scan_is_accepted(tmp_path: Path) -> None:
+    """The benchmark's data (``anatssl synth --size 64``: 6 mm): SAM's preset embeds each scan at 10 mm,
+    cropped to the body plus its margin, so the embedding is up to 28 mm short of the whole scan (more
+    than one fine cell + one voxel, 26 mm) but covers where Alice draws queries; a shifted one does not."""
+    from anatssl.data.io import read_volume
+    from anatssl.data.presets import preprocess
+    from anatssl.data.synthetic.writer import write_dataset
+    from anatssl.runs.alice_stage0 import sam_stage0_config
+    from anatssl.runs.resolve import load_pretrain_config
+
+    write_dataset(tmp_path / "D", n=5, seed=0, size=64)
+    scan = tmp_path / "D" / "imagesTr" / "synth_004.nii.gz"
+    cfg = load_pretrain_config("alice", "tiny", None, ["data.hu_window=[-1000,1000]", "alice.crop_size=32"])
+    vol = preprocess(read_volume(scan), cfg.data)  # what Alice crops from
+    sam_vol = preprocess(read_volume(scan), sam_stage0_config(cfg).data)  # what SAM embedded
+    assert sam_vol.spacing == pytest.approx((10.0, 10.0, 10.0)) and vol.spacing == pytest.approx((6.0,) * 3)
+    emb = _geometry_only_embedding(sam_vol)
+    # the whole scan is not covered (the old check refused this entry: 28.0 mm short > 26.0 mm) ...
+    with pytest.raises(DataError, match=r"does not cover the scan: .*\(28\.0 mm short > 26\.0 mm\)"):
+        check_coverage(vol, emb)
+    # ... but the region Alice looks embeddings up for is
+    miner = PairMiner(cfg.params.similarity_threshold, cfg.params.max_tries, cfg.params.border_margin)
+    fg = miner.foreground(vol)
+    check_coverage(vol, emb, fg)
+    # an entry of another field of view (the same preprocessing, 200 mm away) is still refused
+    with pytest.raises(DataError, match=r"synth_004\.nii\.gz does not cover the scan's query region"):
+        check_coverage(vol, _geometry_only_embedding(sam_vol, 200.0), fg)

@@ -111,24 +111,37 @@ def embedded_box(emb: EmbeddingMap) -> tuple[np.ndarray, np.ndarray]:
     return pts.min(0), pts.max(0)
 
 
-def check_coverage(volume: Volume, emb: EmbeddingMap) -> None:
-    """Raise a DataError unless ``emb`` covers the scan ``volume`` (world boxes, one fine cell of slack).
+def check_coverage(volume: Volume, emb: EmbeddingMap, points: np.ndarray | None = None) -> None:
+    """Raise a DataError unless ``emb`` covers the part of ``volume`` Alice looks up in it (world boxes,
+    one fine cell plus one voxel of slack).
 
     Alice maps every point through world coordinates, so an embedding computed on another
     preprocessing of the *same* scan (SAM's own spacing, its own foreground crop) is fine as long as it
-    covers the part of the scan Alice crops from; a point outside it would silently be clamped to the
-    embedding's border. (Whether the entry belongs to this scan at all is the cache's check: the entry
-    is stamped with a hash of the scan file.)
+    covers the part of the scan Alice looks embeddings up for; a point outside it would silently be
+    clamped to the embedding's border. That part is ``points``: the (M, 3) voxels Alice draws its
+    queries from (:meth:`PairMiner.foreground`: the body, ``border_margin`` voxels inside the border);
+    the partner's match is found on its fine grid, so always inside, and the crops come from the scan
+    itself, not from the embedding. The whole scan's box is the wrong test: SAM's preset crops the scan
+    to the body plus a margin of its own (``data.presets.foreground_box``, at its own 10 mm spacing), so
+    the air around the body is legitimately not embedded (measured on ``anatssl synth --size 64``, 6 mm:
+    whole scan up to 28 mm short of the embedding, the query region 68 mm or more inside it). With
+    ``points=None`` the whole scan must be covered. (Whether the entry belongs to this scan at all is the
+    cache's check: the entry is stamped with a hash of the scan file.)
     """
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
-    vw = volume.voxel_to_world(corners * (np.asarray(volume.spatial_shape) - 1))
+    if points is None:
+        corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+        vw = volume.voxel_to_world(corners * (np.asarray(volume.spatial_shape) - 1))
+        what = "the scan"
+    else:
+        vw = volume.voxel_to_world(np.asarray(points, dtype=np.float64).reshape(-1, 3))
+        what = "the scan's query region (its foreground, where Alice draws query points)"
     vmin, vmax = vw.min(0), vw.max(0)
     emin, emax = embedded_box(emb)
     tol = np.linalg.norm(emb.fine_affine[:3, :3], axis=0).max() + max(volume.spacing) + 1e-3
     out = max((emin - vmin).max(), (vmax - emax).max())
     if out > tol:
         raise DataError(
-            f"the SAM embedding of {volume.path} does not cover the scan: the scan spans "
+            f"the SAM embedding of {volume.path} does not cover {what}: it spans "
             f"{np.round(vmin, 1).tolist()}..{np.round(vmax, 1).tolist()} mm, the embedding "
             f"{np.round(emin, 1).tolist()}..{np.round(emax, 1).tolist()} mm ({out:.1f} mm short > "
             f"{tol:.1f} mm). It was computed on another geometry (another scan, crop or preprocessing); "

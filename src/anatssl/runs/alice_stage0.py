@@ -39,9 +39,9 @@ def check_alice_data(ctx: PretrainContext, embeddings_dir: str | None) -> None:
     for i in range(len(src)):
         vol = src.load(i)
         try:
-            miner.foreground(vol)
+            fg = miner.foreground(vol)
             if cache is not None:
-                check_coverage(vol, cache.get(vol.path))
+                check_coverage(vol, cache.get(vol.path), fg)
         except DataError as e:
             problems.append(str(e))
     if p.pairing != "same" and len(src) < 2:

@@ -97,7 +97,7 @@ class AliceViews:
         if volume.path in self._checked:
             return load_map(self._cache.entry_path(volume.path))
         emb = self._cache.get(volume.path, check_source=False)
-        check_coverage(volume, emb)
+        check_coverage(volume, emb, self.miner.foreground(volume))  # where queries are drawn
         self._checked.add(volume.path)
         return emb
 
