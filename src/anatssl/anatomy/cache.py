@@ -30,6 +30,7 @@ from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.sam_model import SAMNet, embed_tensor, grid_affine
 from anatssl.config.loader import to_dict
 from anatssl.config.schema import DataConfig
+from anatssl.data.jsonfile import read_json
 from anatssl.data.presets import preset_key
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
@@ -230,12 +231,11 @@ class EmbeddingCache:
                 f"{self.root} is not a SAM embedding cache (no {MANIFEST}); create it with "
                 "`anatssl embed --model RUN --data PATH --out DIR`"
             )
-        try:
-            m = json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"{self.manifest_path} is corrupt ({e}); delete the cache and re-run `anatssl embed`"
-            ) from e
+        m = read_json(
+            self.manifest_path,
+            "SAM embedding cache manifest",
+            fix="the cache is corrupt: delete it and re-run `anatssl embed`",
+        )
         if m.get("format") != CACHE_FORMAT:
             raise DataError(f"{self.manifest_path} is not a SAM embedding cache manifest")
         return dict(m)

@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from anatssl.cli.args import command_parser
+
 EPILOG = """\
 examples:
   anatssl benchmark --suite smoke --out bench/smoke
@@ -28,14 +30,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     from anatssl.bench.suites import SUITES
 
     listing = "\n".join(f"  {s.name}: {s.description}" for s in SUITES.values())
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "benchmark",
         help="run a benchmark suite: methods x seeds x labelled volumes -> table + plots",
         description="Pretrain each method of a suite with the same budget and seeds, fine-tune each "
         "pretrained encoder and a scratch baseline with few labelled volumes, evaluate held-out "
         "segmentation and landmark correspondence, and write a results table and plots.",
         epilog=EPILOG.format(suites=listing),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--suite", required=True, choices=sorted(SUITES), help="which suite (see below)")
     p.add_argument("--out", required=True, help="benchmark directory (created; reuse it to resume)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from anatssl.cli.args import add_scan_data, command_parser
+
 EPILOG = """\
 examples:
   anatssl pretrain --method sam --data data --out runs/sam
@@ -20,13 +22,13 @@ The scans are preprocessed with the SAM run's own data preset (RUN/config.yaml `
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "embed",
         help="SAM anatomical embeddings of every scan of a dataset, cached on disk",
         description="Embed every scan of a dataset with a trained SAM model (anatssl pretrain --method sam) "
         "into a cache directory that Alice and `anatssl match` read.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--model",
@@ -34,11 +36,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="RUN",
         help="a SAM run directory (config.yaml + checkpoints/last.pt) or its checkpoint file",
     )
-    p.add_argument(
-        "--data",
-        required=True,
-        help="dataset.json, a folder of NIfTI files / DICOM series, a CSV, or one volume file",
-    )
+    add_scan_data(p, ", or one volume file")
     p.add_argument("--out", required=True, metavar="DIR", help="cache directory (created; reused later)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from anatssl.cli.args import add_config_layers
+
 HELP = (
     "few-shot segmentation with no training: each held-out voxel takes the label of its nearest labelled "
     "voxel in the encoder's feature space (also a linear probe with --probe)"
@@ -42,12 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--probe", action="store_true", help="also train and score the linear probe")
     p.add_argument("--landmarks", action="store_true", help="also match landmarks across held-out volumes")
-    p.add_argument(
-        "--preset", default="tiny", help="configs/finetune/segmentation_<preset>.yaml (default tiny)"
-    )
-    p.add_argument("--config", help="a YAML file merged over the preset")
-    p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides (dense.*, split.*, ...)"
+    add_config_layers(
+        p,
+        "configs/finetune/segmentation_<preset>.yaml (default tiny)",
+        "config overrides (dense.*, split.*, ...)",
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from anatssl.cli.args import command_parser
+
 EPILOG = """\
 examples:
   anatssl export --run runs/swinssl --format monai-swinunetr --out swinssl_swinunetr.pt
@@ -20,14 +22,14 @@ Loading the monai-swinunetr file in MONAI:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "export",
         help="export a run's encoder (MONAI SwinUNETR state dict or safetensors)",
         description="Export the backbone of a pretraining run. Keys are MONAI SwinUNETR names "
         "(swinViT.*, encoder1..4, encoder10, decoder1..5; the SSL reconstruction conv is dropped). "
         "The file also records the run's model settings, method and step.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run", required=True, help="a pretraining run directory (with checkpoints/last.pt)")
     p.add_argument(

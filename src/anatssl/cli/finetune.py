@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from anatssl.cli.args import add_config_layers, command_parser
+
 EPILOG = """\
 examples:
   anatssl finetune --task segmentation --data data --init runs/swinssl --out ft/swinssl --labeled 4
@@ -29,13 +31,13 @@ OUT/report/*.png and OUT/model.pt.
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "finetune",
         help="fine-tune a pretrained (or scratch) encoder: segmentation, classification, linear probe",
         description="Fine-tune an encoder on a labelled MSD-style dataset.json with a fixed held-out test "
         "split, then evaluate the held-out volumes.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--task",
@@ -61,14 +63,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="train on the first N volumes of the labelled pool (few-shot; the held-out test "
         "split does not change); default: the whole pool",
     )
-    p.add_argument(
-        "--preset",
-        default="tiny",
-        help="configs/finetune/<task>_<preset>.yaml: tiny (CPU scale), cpu (segmentation: the CPU "
+    add_config_layers(
+        p,
+        "configs/finetune/<task>_<preset>.yaml: tiny (CPU scale), cpu (segmentation: the CPU "
         "recipe with validation and class-aware crops, docs/downstream.md) or base; default tiny",
     )
-    p.add_argument("--config", help="a YAML file merged over the preset")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
     return p
 

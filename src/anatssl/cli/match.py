@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from anatssl.cli.args import command_parser
 from anatssl.errors import ConfigError
 
 EPILOG = """\
@@ -25,12 +26,12 @@ For many points at once use the Python API: anatssl.anatomy.matching.match_point
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "match",
         help="find the anatomical counterpart of a point of scan A in scan B (SAM)",
         description="Match one point of scan A into scan B with a trained SAM model.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, metavar="RUN", help="a SAM run directory or its checkpoint file")
     p.add_argument("--a", required=True, metavar="IMG", help="scan A (NIfTI file, DICOM series folder, ...)")

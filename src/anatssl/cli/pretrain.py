@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from anatssl.cli.args import add_config_layers, add_scan_data, command_parser
 from anatssl.runs import load_pretrain_config, resume_pretrain_config
 
 EPILOG = """\
@@ -22,25 +23,20 @@ train.batch_size=4, optim.lr=1e-4, model.backbone=conv, swinssl.temperature=0.2.
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     from anatssl.methods import METHODS
 
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "pretrain",
         help="self-supervised pretraining (swinssl, alice, s2dc, sam, ...)",
         description="Pretrain an encoder with a self-supervised method. Writes RUN/config.yaml, "
         "RUN/metrics.jsonl, RUN/checkpoints/last.pt and TensorBoard events.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--method", required=True, choices=METHODS.names(), help="the SSL method")
-    p.add_argument(
-        "--data", required=True, help="dataset.json, a folder of NIfTI files / DICOM series, or a CSV"
-    )
+    add_scan_data(p)
     p.add_argument("--out", required=True, help="run directory (created)")
-    p.add_argument(
-        "--preset",
-        default="tiny",
-        help="configs/pretrain/<method>_<preset>.yaml: tiny (CPU scale) or base (paper scale); default tiny",
+    add_config_layers(
+        p, "configs/pretrain/<method>_<preset>.yaml: tiny (CPU scale) or base (paper scale); default tiny"
     )
-    p.add_argument("--config", help="a YAML file merged over the preset")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -55,7 +51,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         choices=["teacher_decoder", "teacher_encoder"],
         help="alice: shortcut for alice.casa_target",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
     return p
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from anatssl.cli.args import add_config_layers, add_scan_data, command_parser
+
 EPILOG = """\
 examples:
   anatssl synth --out data --n 2 --seed 0
@@ -21,24 +23,22 @@ colour joined by a line, unmatched ones grey crosses. Lines must join the same a
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     from anatssl.views.inspect import INSPECTORS
 
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "views",
         help="draw a method's training views (correspondences, pairs) to PNG files",
         description="Cut a method's views from the first scans of a dataset exactly as pretraining "
         "would (same config resolution, same preprocessing) and draw them, one PNG per scan.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--method", required=True, choices=INSPECTORS.names(), help="the SSL method to inspect")
-    p.add_argument(
-        "--data", required=True, help="dataset.json, a folder of NIfTI files / DICOM series, or a CSV"
-    )
+    add_scan_data(p)
     p.add_argument("--out", required=True, help="output folder for the PNG files (created)")
-    p.add_argument("--preset", default="tiny", help="configs/pretrain/<method>_<preset>.yaml (default tiny)")
-    p.add_argument("--config", help="a YAML file merged over the preset")
+    add_config_layers(
+        p, "configs/pretrain/<method>_<preset>.yaml (default tiny)", "config overrides, e.g. s2dc.grid=2"
+    )
     p.add_argument("--n", type=int, default=4, help="number of scans to draw (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the view randomness (default 0)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. s2dc.grid=2")
     p.set_defaults(func=run)
     return p
 

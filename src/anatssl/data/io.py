@@ -24,13 +24,13 @@ image (nothing to learn from), a DICOM folder holding several series.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from anatssl.data.jsonfile import read_json
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
 
@@ -344,14 +344,7 @@ def read_landmarks(path: str | Path) -> dict[str, list[float]]:
     they survive reorientation, resampling and cropping unchanged.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read landmarks {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise DataError(
-            f"landmarks {path} is not valid JSON (line {e.lineno}: {e.msg}); fix the syntax"
-        ) from e
+    data = read_json(path, "landmarks")
     if isinstance(data, dict) and isinstance(data.get("landmarks"), dict | list):
         data = data["landmarks"]
     if isinstance(data, list) and all(isinstance(r, dict) and "name" in r for r in data):

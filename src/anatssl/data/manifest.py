@@ -20,13 +20,13 @@ Only the manifest is checked here (cheap); decoding each scan is :meth:`VolumeSo
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anatssl.data.io import VOLUME_SUFFIXES, has_dicom_files, is_dicom_file, suffix_of
+from anatssl.data.jsonfile import read_json
 from anatssl.errors import DataError
 
 _PATH_KEYS = ("image", "label", "landmarks")
@@ -76,14 +76,7 @@ def _item(entry: dict[str, Any], base: Path, where: str, manifest: Path) -> Data
 
 
 def _from_json(path: Path) -> list[DataItem]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read manifest {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise DataError(
-            f"manifest {path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); fix the syntax"
-        ) from e
+    data = read_json(path, "manifest")
     if not isinstance(data, dict) or not isinstance(data.get("training"), list):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise DataError(

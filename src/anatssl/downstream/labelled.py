@@ -12,13 +12,13 @@ the same volumes; validation volumes (``split.n_val``) come next in the same shu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from anatssl.data.jsonfile import read_json
 from anatssl.downstream.config import SplitConfig
 from anatssl.errors import DataError
 
@@ -75,10 +75,9 @@ def read_labelled_dataset(
 ) -> tuple[list[LabelledCase], dict[int, str]]:
     """-> (cases in file order, label map). ``need_labels``: every case must have a label file."""
     path = _manifest_path(data)
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON: {e}") from e
+    doc = read_json(path, "dataset")
+    if not isinstance(doc, dict):
+        raise DataError(f"dataset {path} must be a JSON object with a 'training' list")
     entries = doc.get("training")
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{path}: 'training' must be a non-empty list of {{image, label}} entries")
