@@ -24,6 +24,21 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
     return start + (end - start) * step / warmup_steps
 
 
+def epoch_linspace(step: int, steps_per_epoch: int, warmup_epochs: int, start: float, end: float) -> float:
+    """``np.linspace(start, end, warmup_epochs)[step // steps_per_epoch]``, then ``end``: the teacher
+    temperature warm-up of DINO's / iBOT's / Alice's public code, indexed by epoch.
+
+    Constant within an epoch; reaches ``end`` at epoch ``warmup_epochs - 1`` (linspace includes both
+    ends), one epoch before :func:`linear_warmup` over the same number of steps does.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    epoch = max(step, 0) // steps_per_epoch
+    if warmup_epochs <= 0 or epoch >= warmup_epochs - 1:
+        return start if warmup_epochs == 1 and epoch == 0 else end
+    return start + (end - start) * epoch / (warmup_epochs - 1)
+
+
 def warmup_cosine(
     step: int, total_steps: int, peak: float, final: float, warmup_steps: int, warmup_start: float = 0.0
 ) -> float:

@@ -35,7 +35,7 @@ from torch import nn
 
 from anatssl.anatomy.pairing import PairMiner
 from anatssl.config.schema import PretrainConfig
-from anatssl.engine.schedules import cosine_schedule, linear_warmup
+from anatssl.engine.schedules import cosine_schedule, epoch_linspace, linear_warmup
 from anatssl.errors import ConfigError
 from anatssl.losses.distillation import CenteredDistillation
 from anatssl.losses.reconstruction import masked_or_full_mse
@@ -88,6 +88,14 @@ class AliceConfig:
     teacher_temp_end: float | None = None
     teacher_temp_warmup_steps: int = 1000
     """Linear warm-up of the teacher temperature (the paper: 30 epochs)."""
+    teacher_temp_schedule: Literal["step", "epoch"] = "step"
+    """``step`` (default): linear in the global step, ``end`` reached at ``teacher_temp_warmup_steps``.
+    ``epoch`` (the public code, preset ``official``): ``np.linspace(start, end, W)[epoch]`` with
+    ``W = teacher_temp_warmup_steps / teacher_temp_epoch_steps`` epochs, constant within an epoch,
+    ``end`` reached at epoch ``W - 1``. The default does not depend on how many steps make an epoch
+    (dataset size, GPUs, batch), see docs/methods/alice.md."""
+    teacher_temp_epoch_steps: int = 250
+    """Steps per epoch for ``teacher_temp_schedule: epoch`` (base preset: ~2,000 CTs at batch 8)."""
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996
     """EMA momentum at step 0; cosine to 1 at the last step."""
@@ -124,6 +132,15 @@ class AliceConfig:
             raise ConfigError("alice.momentum_teacher and alice.center_momentum must be in [0, 1]")
         if self.student_temp <= 0:
             raise bad("student_temp", self.student_temp, "must be > 0")
+        if self.teacher_temp_schedule == "epoch" and (
+            self.teacher_temp_epoch_steps < 1
+            or self.teacher_temp_warmup_steps % self.teacher_temp_epoch_steps
+        ):
+            raise ConfigError(
+                f"alice.teacher_temp_warmup_steps ({self.teacher_temp_warmup_steps}) must be a multiple of "
+                f"alice.teacher_temp_epoch_steps ({self.teacher_temp_epoch_steps}) with "
+                "teacher_temp_schedule=epoch: the warm-up is a whole number of epochs"
+            )
 
     def teacher_temps(self) -> tuple[float, float]:
         start, end = TAU_PRESETS[self.tau_preset]
@@ -134,9 +151,37 @@ class AliceConfig:
 
 
 def teacher_temperature(p: AliceConfig, step: int) -> float:
-    """tau_t at the global step: linear ``start -> end`` over ``teacher_temp_warmup_steps``, then ``end``."""
+    """tau_t at the global step: linear ``start -> end`` over ``teacher_temp_warmup_steps``, then ``end``
+    (``step``); or the public code's per-epoch ``linspace`` (``epoch``, see ``teacher_temp_schedule``)."""
     start, end = p.teacher_temps()
+    if p.teacher_temp_schedule == "epoch":
+        epochs = p.teacher_temp_warmup_steps // p.teacher_temp_epoch_steps
+        return epoch_linspace(step, p.teacher_temp_epoch_steps, epochs, start, end)
     return linear_warmup(step, p.teacher_temp_warmup_steps, start, end)
+
+
+def distillation_terms(
+    cls_loss: CenteredDistillation,
+    patch_loss: CenteredDistillation,
+    t_cls: torch.Tensor,
+    s_cls: torch.Tensor,
+    target: torch.Tensor,
+    online: torch.Tensor,
+    tau_t: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alice's ``(L_cls, L_patch)`` with the current centres (not updated here).
+
+    ``t_cls``, ``s_cls``: (2B, K) teacher / student prototype logits, rows = view Q (batch) then view K;
+    ``target``, ``online``: (2B, N, K) CASA outputs T and S. ``L_cls = 1/2 [H(t(Q), s(K)) + H(t(K), s(Q))]``
+    (inter-volume: the teacher of one view teaches the student of the other),
+    ``L_patch = 1/2 [mean H(T_Q, S_Q) + mean H(T_K, S_K)]``.
+    """
+    b = t_cls.shape[0] // 2
+    q_to_k = cls_loss(t_cls[:b], s_cls[b:], tau_t).mean()
+    k_to_q = cls_loss(t_cls[b:], s_cls[:b], tau_t).mean()
+    l_cls = 0.5 * (q_to_k + k_to_q)
+    h = patch_loss(target, online, tau_t)  # (2B, N)
+    return l_cls, 0.5 * (h[:b].mean() + h[b:].mean())
 
 
 def teacher_momentum(p: AliceConfig, step: int, max_steps: int) -> float:
@@ -206,7 +251,6 @@ class Alice(SSLMethod):
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         p = self.p
         q, k = batch["q"], batch["k"]
-        b = q.shape[0]
         x_t = torch.cat([q, k])  # (2B, C, S, S, S): views Q then K
         mask = torch.cat([batch["q_mask"], batch["k_mask"]]).to(torch.bool).unsqueeze(1)  # (2B, 1, S, S, S)
         x_s = x_t.masked_fill(mask, 0.0)
@@ -217,11 +261,6 @@ class Alice(SSLMethod):
         with torch.no_grad():
             t = self.teacher(x_t, with_recon=False)
 
-        # inter-volume global distillation: teacher of Q teaches student of K and vice versa
-        t_q, t_k = t["cls"][:b], t["cls"][b:]
-        s_q, s_k = s["cls"][:b], s["cls"][b:]
-        l_cls = 0.5 * (self.cls_loss(t_q, s_k, tau_t).mean() + self.cls_loss(t_k, s_q, tau_t).mean())
-
         # intra-volume token alignment through CASA
         online = self.casa(s["enc"], s["dec"])
         with torch.no_grad():
@@ -229,8 +268,10 @@ class Alice(SSLMethod):
                 target = self.casa(s["enc"].detach(), t["dec"], dropout=False)
             else:
                 target = self.casa_teacher(t["enc"], t["dec"])
-        h = self.patch_loss(target, online, tau_t)  # (2B, N_enc)
-        l_patch = 0.5 * (h[:b].mean() + h[b:].mean())
+        # inter-volume global distillation (teacher of Q teaches student of K and vice versa) + tokens
+        l_cls, l_patch = distillation_terms(
+            self.cls_loss, self.patch_loss, t["cls"], s["cls"], target, online, tau_t
+        )
 
         # reconstruction of the unmasked crop
         l_rec = p.lambda_rec * masked_or_full_mse(s["recon"], x_t, mask, p.rec_masked_only)
