@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +251,41 @@ def test_cost_line_says_how_the_cells_ran() -> None:
     )
     eight = {"machine": machine, "this_invocation": {"jobs": 8, "wall_seconds": 60.0}}
     assert "with 1 torch thread each" in _threads(eight)
+
+
+def test_method_differences_pair_the_same_volumes_and_name_the_better_method() -> None:
+    """s2dc beats simmim by exactly 0.1 on every held-out volume of the probe at 1 (a point interval:
+    bold, s2dc named); on landmarks the two differ by +-1 mm alternately (mean 0: not clear); the
+    fine-tuned pair is missing for simmim, so that row is absent."""
+    from anatssl.bench.results import method_differences, method_pairs, method_table
+
+    suite = dataclasses.replace(get_suite("synthetic-probe"), seeds=(0,), dense=(1,), labeled=(1,))
+    assert method_pairs(["swinssl", "simmim", "s2dc"]) == [
+        ("simmim", "swinssl"),
+        ("s2dc", "swinssl"),
+        ("s2dc", "simmim"),
+    ]
+    vols = {"v0": 0.2, "v1": 0.5, "v2": 0.3}
+
+    def dense(shift: float, lm: dict[str, float]) -> dict[str, Any]:
+        return {
+            "probe": {"1": {"per_case_mean_dice": {k: v + shift for k, v in vols.items()}}},
+            "landmarks": {"per_landmark_mre_mm": lm},
+        }
+
+    cells = {
+        "dense-simmim-s0": dense(0.0, {"a": 10.0, "b": 12.0}),
+        "dense-s2dc-s0": dense(0.1, {"a": 11.0, "b": 11.0}),
+        "finetune-s2dc-n1-s0": {"per_case_mean_dice": vols},
+    }
+    diffs = method_differences(suite, ["simmim", "s2dc"], cells)
+    assert list(diffs) == ["s2dc - simmim"]
+    probe = diffs["s2dc - simmim"]["probe Dice @1"]
+    assert probe["mean"] == pytest.approx(0.1) and probe["ci95"] == pytest.approx([0.1, 0.1])
+    assert probe["n"] == 3
+    lm = diffs["s2dc - simmim"]["landmark error mm"]
+    assert lm["mean"] == pytest.approx(0.0) and lm["ci95"][0] < 0 < lm["ci95"][1]
+    assert "fine-tuned Dice @1" not in diffs["s2dc - simmim"]
+    table = method_table({"method_differences": diffs})
+    assert "| probe Dice @1 | **+0.100 [+0.100, +0.100] s2dc** |" in table
+    assert "| landmark error mm | +0.0 [" in table

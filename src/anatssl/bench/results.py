@@ -92,6 +92,7 @@ def summarise(suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, A
         "segmentation": seg,
         "dense": summarise_dense(suite, inits, cells),
         "budget_curve": budget_curve(suite, methods, cells),
+        "method_differences": method_differences(suite, methods, cells),
         "correspondence": corr,
         "correspondence_baselines": {k: {"mean_error_mm": mean_std(v)} for k, v in baselines.items()},
         "pretrain": pre,
@@ -190,6 +191,52 @@ def summarise_dense(suite: Suite, inits: Sequence[str], cells: dict[str, dict[st
         entry = _dense_entry(cells, init, names, None if init == "scratch" else control)
         if entry:
             out[init] = entry
+    return out
+
+
+def method_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """(a, b) for every two methods, a the later one in the suite's order (the suites list the
+    baselines swinssl, simmim first and the anatomy-aware S2DC, Alice last: ``s2dc - swinssl``)."""
+    return [(a, b) for i, a in enumerate(methods) for b in methods[:i]]
+
+
+def method_differences(
+    suite: Suite, methods: Sequence[str], cells: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``{"a - b": {metric: paired delta}}`` for every two pretrained methods: the same paired
+    bootstrap as ``delta_vs_scratch`` (seeds x held-out volumes; landmarks: seeds x landmarks), with
+    method b in the control's place, so a ranking says where its order is outside the noise.
+    Metrics are named as in :func:`delta_rows` (``probe Dice @1``, ``landmark error mm``, ...)."""
+    out: dict[str, dict[str, Any]] = {}
+    ft_seeds = suite.finetune_seeds or suite.seeds
+    for a, b in method_pairs(methods):
+        rows: dict[str, Any] = {}
+        da = [f"dense-{a}-s{s}" for s in suite.seeds]
+        db = [f"dense-{b}-s{s}" for s in suite.seeds]
+        for key, label in (("probe", "probe"), ("label_transfer", "transfer")):
+            for n in suite.dense or ():
+                d = paired(
+                    cells,
+                    da,
+                    db,
+                    lambda r, key=key, n=n: ((r.get(key) or {}).get(str(n)) or {}).get("per_case_mean_dice"),
+                )
+                if d["n"]:
+                    rows[f"{label} Dice @{n}"] = d
+        d = paired(cells, da, db, lambda r: (r.get("landmarks") or {}).get("per_landmark_mre_mm"))
+        if d["n"]:
+            rows["landmark error mm"] = d
+        for n in suite.labeled:
+            d = paired(
+                cells,
+                [f"finetune-{a}-n{n}-s{s}" for s in ft_seeds],
+                [f"finetune-{b}-n{n}-s{s}" for s in ft_seeds],
+                lambda r: r.get("per_case_mean_dice"),
+            )
+            if d["n"]:
+                rows[f"fine-tuned Dice @{n}"] = d
+        if rows:
+            out[f"{a} - {b}"] = rows
     return out
 
 
@@ -326,6 +373,27 @@ def delta_table(results: dict[str, Any]) -> str:
             v = verdict(d, hib)
             txt = fmt_delta(d, 1 if "mm" in m else 3)
             row.append(f"**{txt} {v}**" if v in ("helps", "hurts") else txt)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def method_table(results: dict[str, Any]) -> str:
+    """Rows: metrics; columns: method pairs ``a - b``; bold with the better method's name where the
+    interval of the paired difference excludes 0."""
+    diffs = results.get("method_differences") or {}
+    if not diffs:
+        return ""
+    pairs = list(diffs)
+    metrics = list(dict.fromkeys(m for p in pairs for m in diffs[p]))
+    lines = ["| metric | " + " | ".join(pairs) + " |", "|" + "---|" * (len(pairs) + 1)]
+    for m in metrics:
+        row = [m]
+        for p in pairs:
+            d = diffs[p].get(m)
+            txt = fmt_delta(d, 1 if "mm" in m else 3)
+            v = verdict(d, "mm" not in m)
+            a, b = p.split(" - ")
+            row.append(f"**{txt} {a if v == 'helps' else b}**" if v in ("helps", "hurts") else txt)
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -474,6 +542,16 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             deltas,
             "",
             reading(results),
+            "",
+        ]
+    between = method_table(results)
+    if between:
+        text += [
+            "Method against method (column a - b, paired over the same seeds x held-out volumes; "
+            "landmarks: x landmarks) with its 95 % bootstrap interval; bold, with the better method's "
+            "name, only where the interval excludes 0. Fine-tuning rows pair the fine-tuning seeds only.",
+            "",
+            between,
             "",
         ]
     if results.get("budget_curve"):
