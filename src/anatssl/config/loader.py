@@ -177,6 +177,47 @@ def derived(doc: str = "") -> Any:
     return dataclasses.field(default=None, metadata={"derived": True, "doc": doc})
 
 
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A field whose range the loader checks, declared next to it: ``ckpt_every: int = setting(500, ge=1)``.
+
+    Every element of a tuple/list value is checked; ``None`` (an optional field left unset) passes.
+    Relations between fields belong in the dataclass's ``__post_init__`` (a ValueError there becomes a
+    ConfigError naming the section) or the config's ``check_*`` function."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return dataclasses.field(default=default, metadata={"range": bounds})
+
+
+def check_range(value: Any, bounds: Mapping[str, float], where: str) -> None:
+    """ConfigError ``"train.ckpt_every must be >= 1, got 0"`` unless ``value`` (each element) is in bounds."""
+    if value is None or not bounds:
+        return
+    values = value if isinstance(value, list | tuple) else [value]
+    ok = {
+        "ge": lambda v, b: v >= b,
+        "gt": lambda v, b: v > b,
+        "le": lambda v, b: v <= b,
+        "lt": lambda v, b: v < b,
+    }
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if not all(ok[k](v, b) for k, b in bounds.items()):  # NaN fails every comparison
+            rule = " and ".join(f"{sym} {bounds[k]:g}" for k, sym in _BOUNDS if k in bounds)
+            shown = list(value) if isinstance(value, tuple) else value
+            what = f"every value of {where}" if value is not v else where
+            raise ConfigError(f"{what} must be {rule}, got {shown!r}")
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``: unknown keys and bad types are ConfigErrors."""
     if not isinstance(data, Mapping):
@@ -197,6 +238,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
             kwargs[name] = None  # resolved by the dataclass's __post_init__
             continue
         kwargs[name] = _coerce(value, hints[name], key)
+        check_range(kwargs[name], fields[name].metadata.get("range", {}), key)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from anatssl.config.loader import setting
 from anatssl.errors import ConfigError
 
 
@@ -28,8 +29,11 @@ class DataConfig:
     """Crop each scan to the bounding box of its body (intensity above the window floor)."""
     cache_dir: str | None = None
     """Preprocessed-array cache; default ``<data>/.anatssl_cache`` (or ``<out>/cache`` if read-only)."""
-    num_workers: int = 0
+    num_workers: int = setting(0, ge=0)
     """DataLoader worker processes that cut views (0: in the training process)."""
+    max_voxels: int = setting(2**32, ge=1)
+    """A scan whose header claims more voxels (channels included) is refused before it is decoded
+    (2^32 = 16 GiB as float32, beyond any real CT/MRI: a 512 x 512 x 2000 CT has 0.5 x 10^9)."""
 
 
 @dataclass
@@ -37,13 +41,13 @@ class ModelConfig:
     """The shared backbone every method trains (see ``anatssl.models.backbones``)."""
 
     backbone: str = "swin"
-    feature_size: int = 48
-    depths: tuple[int, ...] = (2, 2, 2, 2)
-    num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_size: int = 7
+    feature_size: int = setting(48, ge=1)
+    depths: tuple[int, ...] = setting((2, 2, 2, 2), ge=1)
+    num_heads: tuple[int, ...] = setting((3, 6, 12, 24), ge=1)
+    window_size: int = setting(7, ge=1)
     use_v2: bool = False
-    in_channels: int = 1
-    drop_path_rate: float = 0.0
+    in_channels: int = setting(1, ge=1)
+    drop_path_rate: float = setting(0.0, ge=0, lt=1)
     grad_checkpoint: bool = False
 
 
@@ -51,38 +55,39 @@ class ModelConfig:
 class OptimConfig:
     """AdamW with schedules that are functions of the global step (DINO's cosine_scheduler)."""
 
-    lr: float = 1e-4
+    lr: float = setting(1e-4, gt=0)
     """Peak learning rate (after ``lr_scaling``)."""
-    min_lr: float = 1e-6
-    warmup_steps: int = 100
+    min_lr: float = setting(1e-6, ge=0)
+    warmup_steps: int = setting(100, ge=0)
     lr_scaling: Literal["none", "linear"] = "none"
     """``none`` or ``linear`` (lr * total_batch / 256, as DINO / Alice)."""
-    weight_decay: float = 0.05
-    weight_decay_end: float | None = None
+    weight_decay: float = setting(0.05, ge=0)
+    weight_decay_end: float | None = setting(None, ge=0)
     """Cosine weight-decay schedule end value; ``None`` keeps it constant."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    clip_grad: float = 1.0
+    betas: tuple[float, float] = setting((0.9, 0.999), ge=0, lt=1)
+    clip_grad: float = setting(1.0, ge=0)
     """Gradient clipping; 0 disables. Norm over all parameters unless the method says otherwise."""
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000
+    max_steps: int = setting(1000, ge=1)
     """Length of the run: every schedule (lr, weight decay, EMA momentum ...) spans these steps."""
-    stop_after: int | None = None
+    stop_after: int | None = setting(None, ge=1)
     """Pause after this many steps (checkpoint saved); ``--resume`` continues on the same schedules."""
-    max_minutes: float | None = None
+    max_minutes: float | None = setting(None, gt=0)
     """Pause once this much wall time has passed in this invocation (checkpoint saved at the step that
     crosses it); ``--resume`` continues on the same schedules. For job time limits and fixed budgets."""
-    batch_size: int = 2
+    batch_size: int = setting(2, ge=1)
     """Volumes per process per step."""
-    grad_accum: int = 1
+    grad_accum: int = setting(1, ge=1)
     amp: Literal["none", "bf16", "fp16"] = "none"
     """``none`` | ``bf16`` | ``fp16`` (fp16 uses a GradScaler; CUDA only for fp16)."""
     device: str = "auto"
     compile: bool = False
-    log_every: int = 1
-    ckpt_every: int = 500
+    log_every: int = setting(1, ge=1)
+    ckpt_every: int = setting(500, ge=1)
+    """Write ``last.pt`` every this many steps (and at the last one)."""
     keep_checkpoints: bool = False
     """Keep ``step_XXXXXX.pt`` copies at every ``ckpt_every`` besides ``last.pt``."""
     tensorboard: bool = True

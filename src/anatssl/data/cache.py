@@ -194,9 +194,15 @@ class VolumeCache:
     def _build(self, entry: Path, item: DataItem, cfg: DataConfig, channels: int, nan_policy: str) -> dict:
         # fingerprint before decoding: if the file changes while we read it, the next get() sees it
         fps = {k: fingerprint(p) for k, p in _sources(item).items()}
-        vol = read_volume(item.image, "image", channels=channels, nan_policy=nan_policy)  # type: ignore[arg-type]
+        vol = read_volume(
+            item.image,
+            "image",
+            channels=channels,
+            nan_policy=nan_policy,  # type: ignore[arg-type]
+            max_voxels=cfg.max_voxels,
+        )
         if item.label is not None:
-            lab = read_volume(item.label, "label")
+            lab = read_volume(item.label, "label", max_voxels=cfg.max_voxels)
             check_same_grid(vol, lab)
             vol.label = lab.image
         out = preprocess(vol, cfg)
@@ -237,7 +243,10 @@ class VolumeCache:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, fsync, then ``os.replace`` (atomic on POSIX and NTFS)."""
+    """Write via a temp file in the same folder, fsync, then ``os.replace`` (atomic on POSIX and NTFS).
+
+    A failed write (a full disk: ``ENOSPC`` from ``write`` or ``fsync``) leaves the previous file as it
+    was and raises ``OSError`` naming ``path``, which the bare error from a file object does not."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -245,9 +254,11 @@ def _atomic_write(path: Path, write: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise

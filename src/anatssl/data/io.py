@@ -18,7 +18,8 @@ patient coordinates the reader converts to RAS).
 Every failure is a :class:`~anatssl.errors.DataError` whose message names the file and what to do:
 missing or empty file, corrupt / truncated file, unsupported format, a 2D image, an unexpected number
 of channels, NaN/Inf voxels (``nan_policy="fill"`` replaces them by the minimum and warns), a constant
-image (nothing to learn from), a DICOM folder holding several series.
+image (nothing to learn from), a DICOM folder holding several series; and, before decoding, a header
+claiming more than ``max_voxels`` voxels or a non-finite / rank-deficient affine (:mod:`anatssl.data.header`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from anatssl.data.header import DEFAULT_MAX_VOXELS, check_affine, check_header
 from anatssl.data.jsonfile import read_json
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
@@ -186,6 +188,7 @@ def _decode(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray, dict[str, An
             "volumes with at least 2 voxels along each of 3 axes. Remove it or supply the whole series"
         )
     affine = np.asarray(meta.pop("affine"), dtype=np.float64)  # voxel -> RAS world mm (readers convert LPS)
+    check_affine(affine, path, kind)  # a singular one would fail inside Orientation with MONAI's words
     tensor: Any = MetaTensor(torch.as_tensor(array), affine=torch.as_tensor(affine), meta=meta)
     tensor = EnsureChannelFirst()(tensor)
     if tensor.ndim != 4:
@@ -247,6 +250,7 @@ def read_volume(
     channels: int = 1,
     nan_policy: Literal["error", "fill"] = "error",
     allow_constant: bool = False,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
 ) -> Volume:
     """Decode one scan into RAS orientation.
 
@@ -260,6 +264,8 @@ def read_volume(
             or ``fill`` (replace NaN/Inf by the finite minimum, with a warning).
         allow_constant: an image whose voxels are all equal is an error for pretraining (there is nothing
             to learn from it); set True to accept it. Labels may always be constant (all background).
+        max_voxels: a NIfTI file whose header claims more voxels is refused before anything is
+            allocated (``data.max_voxels``; :mod:`anatssl.data.header`).
 
     Returns:
         ``Volume`` with ``affine`` voxel -> RAS world mm and ``meta`` = ``source_shape``,
@@ -280,6 +286,7 @@ def read_volume(
         )
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(f"{kind} {path} is an empty file (0 bytes); re-export or re-download it")
+    check_header(path, kind, max_voxels)  # voxel count and affine, before any allocation
     array, affine, info = _decode(path, kind)
     array = array.astype(np.float32, copy=False)
     if kind == "label":

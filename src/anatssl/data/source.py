@@ -133,8 +133,13 @@ class VolumeSource:
             vol = self.cache.get(item, self.data_cfg, self.channels, self.nan_policy)
             if item.landmarks is not None:
                 vol.landmarks = read_landmarks(item.landmarks)
-        except (DataError, MemoryError):
+        except DataError:
             raise
+        except MemoryError as e:  # a scan this machine cannot hold is a bad scan, not the end of the run
+            raise DataError(
+                f"ran out of memory reading {item.image}; it is too large for this machine: crop or "
+                "downsample it, or set data.max_voxels below its voxel count to skip such scans"
+            ) from e
         except Exception as e:  # a reader failure nobody anticipated still names the file
             raise DataError(f"cannot load {item.image}: {type(e).__name__}: {e}") from e
         self._shapes[str(item.image)] = vol.spatial_shape

@@ -23,7 +23,7 @@ from torch import nn
 
 from anatssl.config.loader import save_yaml
 from anatssl.downstream.config import FinetuneConfig, SplitConfig, finetune_config_to_dict
-from anatssl.downstream.labelled import LabelledCase, read_labelled_dataset, take_labeled
+from anatssl.downstream.labelled import LabelledCase, check_case_files, read_labelled_dataset, take_labeled
 from anatssl.downstream.loop import build_finetune_optimizer, train_steps
 from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.segmentation import intensity_transform, load_init
@@ -152,6 +152,7 @@ def classification_scores(y: np.ndarray, scores: np.ndarray) -> dict[str, float]
 def prepare(cfg: FinetuneConfig, data: str | Path) -> dict[str, Any]:
     """Read the dataset, split it, load the volumes: what fine-tuning and probing share."""
     cases, _ = read_labelled_dataset(data, need_labels=False)
+    check_case_files(cases, cfg.data.max_voxels)
     y = read_classes(cases, cfg.classification.label_key, str(data))
     tr, te = stratified_split(y, cfg.split)
     x = load_volumes(cfg, [cases[i] for i in np.concatenate([tr, te])])

@@ -20,7 +20,7 @@ from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.segmentation import SegmentationNet, evaluate_segmentation
 from anatssl.engine.device import resolve_device
 from anatssl.engine.precision import precision_name, resolve_amp
-from anatssl.errors import CheckpointError, DataError
+from anatssl.errors import CheckpointError, DataError, load_failure_reason
 from anatssl.models.backbones import build_backbone
 
 
@@ -42,13 +42,23 @@ def evaluate_finetuned_segmentation(
     cfg = build_finetune_config(read_yaml(cfg_path))
     if cfg.task != "segmentation":
         raise CheckpointError(f"{model_dir} is a {cfg.task!r} model, not segmentation")
-    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
-    model_labels = parse_label_map(ckpt["anatssl"]["labels"], str(model_path))
+    try:
+        ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, a zip error, KeyError('101') on a non-checkpoint ...
+        raise CheckpointError(
+            f"cannot read {model_path}: {load_failure_reason(e)}; re-run `anatssl finetune` to write it again"
+        ) from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("anatssl"), dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{model_path} is not a model written by `anatssl finetune` (no 'state_dict' and 'anatssl' "
+            "entries); re-run `anatssl finetune` to write it again"
+        )
+    model_labels = parse_label_map(ckpt["anatssl"].get("labels"), str(model_path))
     all_cases, label_map = read_labelled_dataset(data, need_labels=True)
     if label_map != model_labels:
         raise DataError(f"{data}: its labels {label_map} differ from the model's {model_labels}")
     test = split_cases(all_cases, cfg.split)[1] if cases == "test" else all_cases
-    check_label_values(test, label_map)
+    check_label_values(test, label_map, cfg.data.max_voxels)
     values = sorted(label_map)
     net = SegmentationNet(build_backbone(cfg.model), len(values))
     net.load_state_dict(ckpt["state_dict"], strict=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from anatssl.data.header import DEFAULT_MAX_VOXELS, check_header, check_label_grid
 from anatssl.data.jsonfile import read_json
 from anatssl.downstream.config import SplitConfig
 from anatssl.errors import DataError
@@ -110,10 +111,26 @@ def read_labelled_dataset(
     return cases, label_map
 
 
-def check_label_values(cases: list[LabelledCase], label_map: dict[int, str]) -> None:
-    """Every label file holds only values of the label map (else DataError naming file and values)."""
+def check_case_files(cases: list[LabelledCase], max_voxels: int = DEFAULT_MAX_VOXELS) -> None:
+    """From the headers, before any volume is decoded: each image's (and label's) voxel count and affine,
+    and each label on its image's grid (shape and affine within 0.01 mm): :mod:`anatssl.data.header`.
+
+    Fine-tuning refuses such a dataset rather than skipping the case: the fixed split would change."""
+    for c in cases:
+        if c.label is None:
+            check_header(c.image, "image", max_voxels)
+        else:
+            check_label_grid(c.image, c.label, max_voxels)
+
+
+def check_label_values(
+    cases: list[LabelledCase], label_map: dict[int, str], max_voxels: int = DEFAULT_MAX_VOXELS
+) -> None:
+    """Every label file holds only values of the label map (else DataError naming file and values);
+    :func:`check_case_files` first."""
     import nibabel as nib
 
+    check_case_files(cases, max_voxels)
     allowed = set(label_map)
     for c in cases:
         if c.label is None:

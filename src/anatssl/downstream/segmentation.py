@@ -217,7 +217,7 @@ def finetune_segmentation(
     cases, label_map = read_labelled_dataset(data, need_labels=True)
     split = split_dataset(cases, cfg.split)
     train_cases, val_cases, test_cases = split.train, split.val, split.test
-    check_label_values(train_cases + val_cases + test_cases, label_map)
+    check_label_values(train_cases + val_cases + test_cases, label_map, cfg.data.max_voxels)
     values = sorted(label_map)
     contiguous = {i: label_map[v] for i, v in enumerate(values)}
     save_yaml(finetune_config_to_dict(cfg), out / "config.yaml")

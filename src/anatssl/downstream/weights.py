@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from anatssl.engine.checkpoint import group_keys
-from anatssl.errors import CheckpointError
+from anatssl.errors import CheckpointError, load_failure_reason
 
 EXPORT_FORMATS = ("monai-swinunetr", "safetensors")
 
@@ -105,10 +105,10 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
         return sd, meta
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # torch's own text would advise weights_only=False: never repeated here
         raise CheckpointError(
-            f"{path} could not be read with torch.load(weights_only=True): {e}. anatssl only reads plain "
-            "tensor checkpoints (no pickled objects); re-save it as a state dict or as .safetensors"
+            f"cannot read weights file {path}: {load_failure_reason(e)}. anatssl reads plain tensor "
+            "checkpoints (a state dict, or .safetensors) and never unpickles objects from a file"
         ) from e
     meta = {}
     if isinstance(obj, Mapping):

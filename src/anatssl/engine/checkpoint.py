@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anatssl.errors import CheckpointError
+from anatssl.errors import CheckpointError, load_failure_reason
 
 FORMAT = "anatssl-checkpoint"
 VERSION = 1
@@ -46,9 +46,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = e if isinstance(e, OSError) else e.__context__  # torch wraps a failed write in RuntimeError
+        if isinstance(e, OSError | RuntimeError) and isinstance(cause, OSError) and cause.errno is not None:
+            raise OSError(cause.errno, cause.strerror, str(path)) from e  # name the file (disk full ...)
         raise
 
 
@@ -92,9 +95,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt zip, truncated file, pickled objects refused by weights_only
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-            "(the file is corrupt or truncated, or holds objects other than tensors; "
-            "re-export it or resume from an earlier checkpoint)"
+            f"cannot read checkpoint {path}: {load_failure_reason(e)} "
+            "(re-export it or resume from an earlier checkpoint)"
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
