@@ -92,6 +92,9 @@ class TrainConfig:
     """Keep ``step_XXXXXX.pt`` copies at every ``ckpt_every`` besides ``last.pt``."""
     tensorboard: bool = True
     progress: bool = True
+    dist_timeout_minutes: float = 30.0
+    """Multi-process runs: how long a collective waits for the other ranks before the run fails (rank 0
+    alone checks the data at start-up while the others wait; raise it for very large datasets)."""
 
 
 @dataclass

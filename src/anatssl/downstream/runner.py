@@ -1,4 +1,8 @@
-"""One entry point for every fine-tuning task: ``run_finetune(cfg, data, init, out) -> metrics``."""
+"""One entry point for every fine-tuning task: ``run_finetune(cfg, data, init, out) -> metrics``.
+
+``out`` is locked for the run (``out/run.lock``, :mod:`anatssl.engine.runlock`): a second fine-tuning
+(or pretraining) into the same folder is refused, naming the process that owns it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from anatssl.downstream.config import FinetuneConfig
 from anatssl.downstream.weights import InitSource, resolve_init
+from anatssl.engine.runlock import run_lock
 
 
 def run_finetune(
@@ -15,6 +20,11 @@ def run_finetune(
     """Dispatch on ``cfg.task`` (segmentation | classification | probe | segmentation-probe |
     label-transfer); writes ``out_dir/metrics.json``."""
     init = resolve_init(init) if isinstance(init, str) else init
+    with run_lock(out_dir):
+        return _dispatch(cfg, data, init, out_dir)
+
+
+def _dispatch(cfg: FinetuneConfig, data: str | Path, init: InitSource, out_dir: str | Path) -> dict[str, Any]:
     if cfg.task == "segmentation":
         from anatssl.downstream.segmentation import finetune_segmentation
 

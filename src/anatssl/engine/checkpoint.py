@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,36 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
+LOCK_FILE = "run.lock"  # the owning process (engine/runlock.py); present only while a process runs
 
 
 def step_checkpoint_name(step: int) -> str:
     """The file name of the copy kept at ``step`` (``train.keep_checkpoints``)."""
     return f"step_{step:07d}.pt"
+
+
+def temp_name_pattern(name: str = "*.pt") -> str:
+    """The glob of the temporary files :func:`atomic_torch_save` writes before renaming them to ``name``."""
+    return f".{name}.*.tmp"
+
+
+def remove_orphaned_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary checkpoint files a killed writer left in ``folder`` (``.last.pt.XXXX.tmp``:
+    a SIGKILL or power loss between :func:`atomic_torch_save`'s write and its rename); -> the files.
+
+    Only safe while no other process writes there, i.e. under the run folder's lock.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in sorted(folder.glob(temp_name_pattern())):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(p)
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -116,3 +142,30 @@ def group_keys(keys: list[str], limit: int = 8) -> list[str]:
         if g not in out:
             out.append(g)
     return out[:limit] + ([f"... ({len(out) - limit} more groups)"] if len(out) > limit else [])
+
+
+def flatten_config(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"feature_size": 12}}`` -> ``{"model.feature_size": 12}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The resolved-config keys that differ, as ``"model.feature_size: 12 -> 24"`` lines (sorted);
+    a key one side lacks reads ``(unset)``."""
+    a, b = flatten_config(old), flatten_config(new)
+
+    def show(d: dict[str, Any], k: str) -> str:
+        if k not in d:
+            return "(unset)"
+        v = d[k]
+        return str(list(v)) if isinstance(v, tuple) else str(v)
+
+    keys = sorted(a.keys() | b.keys())
+    return [f"{k}: {show(a, k)} -> {show(b, k)}" for k in keys if show(a, k) != show(b, k)]

@@ -1,12 +1,15 @@
 """Collectives that are no-ops when no process group exists (DINO's helpers assumed one did).
 
 Runs are launched with ``torchrun``; :func:`init_from_env` sets up the process group from its
-environment variables (``nccl`` on CUDA, ``gloo`` on CPU).
+environment variables (``nccl`` on CUDA, ``gloo`` on CPU). The same variables set by hand (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``, e.g. from ``SLURM_PROCID`` under
+``srun``) work too; docs/engine.md has the multi-node recipes.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -32,14 +35,22 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def init_from_env(device: torch.device) -> None:
-    """Join the process group torchrun describes; nothing when started as a single process."""
+def init_from_env(device: torch.device, timeout_minutes: float | None = None) -> None:
+    """Join the process group torchrun describes; nothing when started as a single process.
+
+    ``timeout_minutes`` (``train.dist_timeout_minutes``): how long a collective (a barrier while rank 0
+    checks the data, an all-reduce while a peer is stuck) waits before the run fails; None keeps
+    PyTorch's default.
+    """
     if is_dist() or not launched_by_torchrun():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend)
+    if timeout_minutes is None:
+        dist.init_process_group(backend=backend)
+    else:
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
 
 
 def barrier() -> None:

@@ -2,8 +2,12 @@
 
 AdamW with per-step schedules, gradient accumulation and clipping, AMP, DDP through ``torchrun``,
 ``metrics.jsonl`` + TensorBoard + a progress bar, atomic checkpoints that resume exactly (model,
-optimizer, scaler, RNG; schedules and data order are functions of the step), Ctrl-C saves a
-checkpoint, a non-finite loss stops the run with a clear message and keeps the last good checkpoint.
+optimizer, scaler, RNG; schedules and data order are functions of the step), one process per run
+folder (``RUN/run.lock``, :mod:`anatssl.engine.runlock`), Ctrl-C / SIGTERM / SIGUSR1 save a checkpoint
+at the next step boundary and raise :class:`~anatssl.engine.signals.RunInterrupted` (exit status 128 + the
+signal, :mod:`anatssl.engine.signals`), a non-finite loss stops the run with a clear message and keeps
+the last good checkpoint. A resume names the config keys that changed since the checkpoint, and
+refuses with that list, before loading anything, when the checkpoint's weights do not fit.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from anatssl.engine.checkpoint import (
     METRICS_FILE,
     VERSION,
     atomic_torch_save,
+    config_diff,
+    group_keys,
     load_checkpoint,
+    remove_orphaned_temp_files,
     rng_state,
     set_rng_state,
     step_checkpoint_name,
@@ -38,7 +45,9 @@ from anatssl.engine.checkpoint import (
 from anatssl.engine.data import StepBatchSampler, ViewDataset, collate
 from anatssl.engine.device import autocast, resolve_device, to_device
 from anatssl.engine.logger import RunLogger, setup_console_logging
+from anatssl.engine.runlock import hold_run_lock, run_lock
 from anatssl.engine.schedules import cosine_schedule, warmup_cosine
+from anatssl.engine.signals import RunInterrupted, StopSignals, signal_name
 from anatssl.errors import CheckpointError, ConfigError, TrainingError
 from anatssl.methods import SSLMethod, build_method
 from anatssl.models.boundary import plain
@@ -100,7 +109,10 @@ class Trainer:
         self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
         self.last_path = self.ckpt_dir / LAST_CHECKPOINT
         self.device = resolve_device(cfg.train.device)
-        D.init_from_env(self.device)
+        if not cfg.train.dist_timeout_minutes > 0:
+            raise ConfigError(f"train.dist_timeout_minutes must be > 0, got {cfg.train.dist_timeout_minutes}")
+        D.init_from_env(self.device, cfg.train.dist_timeout_minutes)
+        hold_run_lock(self.out_dir)  # rank 0; a no-op when the caller (run_pretraining) holds it already
         if cfg.train.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16 or none")
         if self.last_path.exists() and not resume:
@@ -114,6 +126,13 @@ class Trainer:
         self.resume = resume
         if D.is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for p in remove_orphaned_temp_files(self.ckpt_dir):
+                log.warning("removed %s: a checkpoint write that was killed before it finished left it", p)
+        self._ckpt: dict[str, Any] | None = None
+        if resume:  # read and compare before anything is written: config.yaml keeps the run's config
+            self._ckpt = load_checkpoint(self.last_path, map_location=self.device)
+            self._check_resume_config(self._ckpt)
+        elif D.is_main():
             save_yaml(pretrain_config_to_dict(cfg), self.out_dir / CONFIG_FILE)
         D.barrier()
 
@@ -135,8 +154,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.method, cfg)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" else None
         self.start_step = 0
-        if resume:
-            self._load(self.last_path)
+        if self._ckpt is not None:
+            self._load(self.last_path, self._ckpt)
+            self._ckpt = None
+            if D.is_main():
+                save_yaml(pretrain_config_to_dict(cfg), self.out_dir / CONFIG_FILE)
         if not resume:  # per-rank stream for in-step randomness (masks, dropout); resume restores it
             torch.manual_seed(cfg.seed + 1000 * (D.rank() + 1))
         self.model: torch.nn.Module = self.method
@@ -187,17 +209,55 @@ class Trainer:
         if self.cfg.train.keep_checkpoints:
             atomic_torch_save(state, self.ckpt_dir / step_checkpoint_name(step))
 
-    def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def _changed_keys(self, ckpt: dict[str, Any]) -> list[str]:
+        """The resolved-config keys that differ between the checkpoint and this run's config."""
+        saved = ckpt.get("config")
+        if not isinstance(saved, dict):
+            return []
+        return config_diff(saved, pretrain_config_to_dict(self.cfg))
+
+    def _check_resume_config(self, ckpt: dict[str, Any]) -> None:
+        """Say which settings a resume changes (e.g. a larger ``train.max_steps``) before loading."""
         if ckpt.get("method") != self.cfg.method:
             raise CheckpointError(
-                f"{path} was written by method {ckpt.get('method')!r}, not {self.cfg.method!r}"
+                f"{self.last_path} was written by method {ckpt.get('method')!r}, not {self.cfg.method!r}"
             )
+        changed = self._changed_keys(ckpt)
+        if changed and D.is_main():
+            log.info("resuming with changed settings: %s", "; ".join(changed))
+
+    def _does_not_fit(self, path: Path, ckpt: dict[str, Any], what: str) -> CheckpointError:
+        changed = self._changed_keys(ckpt)
+        why = (
+            f"the resolved config differs from the checkpoint's in: {'; '.join(changed)}"
+            if changed
+            else "the config is the same, so the code that builds the model changed"
+        )
+        return CheckpointError(
+            f"--resume: {path} (step {ckpt.get('step')}) does not fit the model this config builds ({what}); "
+            f"{why}. Resume without changing those keys (RUN/config.yaml holds the run's config), "
+            "or start a new run with another --out"
+        )
+
+    def _load(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Restore the run from ``ckpt``; its weights are compared with the model (names and shapes)
+        before anything is copied, so a mismatch names the config keys, not PyTorch's key dump."""
+        state = ckpt.get("model")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} has no 'model' state dict")
+        own = self.method.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or reshaped:
+            found = (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+            parts = [f"{name} {group_keys(keys, limit=4)}" for name, keys in found if keys]
+            raise self._does_not_fit(path, ckpt, "; ".join(parts))
+        self.method.load_state_dict(state)
         try:
-            self.method.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{path} does not fit this model (different backbone or size?): {e}") from e
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise self._does_not_fit(path, ckpt, f"optimizer state: {e}") from e
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
@@ -290,6 +350,15 @@ class Trainer:
             dist.broadcast(flag, 0)
         return bool(flag.item())
 
+    def _agreed_signal(self, received: int) -> int:
+        """The stop signal any rank received (the largest number), so that every rank stops at the same
+        step; 0 when none did."""
+        if not D.is_dist():
+            return received
+        flag = torch.tensor(float(received), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
     def fit(self) -> Path:
         cfg = self.cfg
         if self.resume:
@@ -312,12 +381,20 @@ class Trainer:
             description=f"{cfg.method} pretrain",
         )
         t_run = time.perf_counter()
+        signum = 0
+        saved = self.start_step if self.last_path.exists() else -1
         try:
-            with logger:
+            with StopSignals() as signals, logger:
                 it = iter(self.loader())
                 while step < stop:
                     t0 = time.perf_counter()
-                    micro = [next(it) for _ in range(cfg.train.grad_accum)]
+                    try:
+                        micro = [next(it) for _ in range(cfg.train.grad_accum)]
+                    except Exception:
+                        if not signals.received:  # loader workers that a Ctrl-C ended: stop as asked
+                            raise
+                        signum = signals.received
+                        break
                     lr, wd = self._set_schedules(step)
                     terms = self._step(micro, step)
                     step += 1
@@ -336,11 +413,24 @@ class Trainer:
                         stop = step
                     if step % cfg.train.ckpt_every == 0 or step == stop:
                         self.save(step)
-        except KeyboardInterrupt:
+                        saved = step
+                    signum = self._agreed_signal(signals.received)
+                    if signum:
+                        break
+        except KeyboardInterrupt:  # a second Ctrl-C: the state may be mid-step, so nothing is saved
             if D.is_main():
-                self.save(step)
-                log.warning("interrupted: saved %s at step %d; continue with --resume", self.last_path, step)
+                log.warning("aborted at step %d, not saved; %s keeps step %d", step, self.last_path, saved)
             raise
+        if signum:
+            if saved != step:
+                self.save(step)
+            D.barrier()
+            raise RunInterrupted(
+                f"stopped by {signal_name(signum)} at step {step} of {cfg.train.max_steps}; saved "
+                f"{self.last_path}; continue with `--resume auto` (exit status {128 + signum})",
+                signum,
+                step,
+            )
         D.barrier()
         if D.is_main():
             log.info(
@@ -355,4 +445,5 @@ class Trainer:
 def pretrain(cfg: PretrainConfig, data: Any, out_dir: str | Path, resume: bool = False) -> Path:
     """Run (or resume) a pretraining run; returns the run directory."""
     setup_console_logging()
-    return Trainer(cfg, data, out_dir, resume=resume).fit()
+    with run_lock(out_dir):
+        return Trainer(cfg, data, out_dir, resume=resume).fit()

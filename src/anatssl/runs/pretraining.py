@@ -6,6 +6,9 @@
    Alice's stage 0 (train SAM, embed the scans, check the data; :mod:`anatssl.runs.alice_stage0`);
 3. the engine's trainer runs (or resumes) the pretraining on that source.
 
+The run folder is locked (``RUN/run.lock``, :mod:`anatssl.engine.runlock`) from before the first
+pre-step to the end: a second process on the same ``--out`` is refused, naming the owner.
+
 Adding a pre-step for a method: write ``def my_step(ctx: PretrainContext) -> None`` (it may change
 ``ctx.cfg`` before training starts, e.g. set the method's embeddings folder, and reads its
 command-line options from ``ctx.options``), then add ``PreStep("name", my_step, options=(...))`` to
@@ -22,6 +25,7 @@ from typing import Any
 from anatssl.config.schema import PretrainConfig
 from anatssl.data.manifest import DataItem, discover
 from anatssl.engine.logger import setup_console_logging
+from anatssl.engine.runlock import run_lock
 from anatssl.errors import ConfigError
 from anatssl.runs.alice_stage0 import alice_stage0
 from anatssl.runs.prestep import PreStep, PretrainContext
@@ -64,9 +68,10 @@ def run_pretraining(
         where = f"--method {' / '.join(users)}" if users else "no method"
         raise ConfigError(f"{flags} only apply to {where}")
     out = Path(out_dir)
-    items = discover(data) if isinstance(data, (str, Path)) else list(data)
-    ctx = PretrainContext(cfg, data, out, items, resume, given)
-    for step in steps:
-        log.debug("pre-step %s", step.name)
-        step.run(ctx)
-    return pretrain(ctx.cfg, ctx.source, out, resume=resume)
+    with run_lock(out):
+        items = discover(data) if isinstance(data, (str, Path)) else list(data)
+        ctx = PretrainContext(cfg, data, out, items, resume, given)
+        for step in steps:
+            log.debug("pre-step %s", step.name)
+            step.run(ctx)
+        return pretrain(ctx.cfg, ctx.source, out, resume=resume)
