@@ -48,6 +48,7 @@ SMALLEST: dict[str, list[str]] = {
         "alice.casa_ffn_dim=32",
         "alice.freeze_last_layer_steps=0",
     ],
+    "modelsgenesis": [*CONV, "modelsgenesis.crop_size=[32,32,32]", "modelsgenesis.shuffle_blocks=100"],
     "sam": [
         "sam.width=4",
         "sam.embed_dim=8",

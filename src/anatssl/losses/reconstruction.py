@@ -1,4 +1,5 @@
-"""Reconstruction losses of the masked-image-modelling terms (SimMIM, Alice's L_rec)."""
+"""Reconstruction losses: the masked-image-modelling terms (SimMIM, Alice's L_rec) and Models Genesis'
+restoration loss."""
 
 from __future__ import annotations
 
@@ -21,3 +22,15 @@ def masked_or_full_mse(
         m = mask.expand_as(target).to(target.dtype)
         return ((recon - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
     return F.mse_loss(recon, target)
+
+
+def restoration_mse(restored: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Models Genesis' restoration loss (Zhou et al., MICCAI 2019 / MedIA 2021; the public code's
+    ``nn.MSELoss``): mean over every voxel and channel of ``(restored - original)^2``, in float32 whatever
+    the autocast dtype. (B, C, X, Y, Z) x (B, C, X, Y, Z) -> scalar. Every voxel counts, corrupted or not:
+    the network must undo the corruptions and also leave the untouched voxels alone."""
+    if restored.shape != original.shape:
+        raise ValueError(
+            f"restored {tuple(restored.shape)} and original {tuple(original.shape)} must have the same shape"
+        )
+    return F.mse_loss(restored.float(), original.float())
