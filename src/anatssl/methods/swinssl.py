@@ -3,7 +3,8 @@ Analysis", CVPR 2022 (the standard Swin-UNETR pretraining).
 
 Two crops per volume, each rotated by 0/90/180/270 degrees about the slice axis and corrupted by
 in-painting cut-outs. The encoder's deepest feature feeds a 4-way rotation classifier (CE), a 512-d
-projection (NT-Xent between the two crops of a volume, temperature 0.5) and a light upsampling decoder
+projection (NT-Xent between the two crops of a volume, temperature 0.5; under DDP its negatives come
+from every rank, ``swinssl.gather_negatives``) and a light upsampling decoder
 that reconstructs the uncorrupted crop (L1). Loss = L_rot + L_contrast + L_inpaint (weights 1).
 """
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anatssl.config.schema import PretrainConfig
+from anatssl.engine import distributed as D
 from anatssl.losses.ntxent import nt_xent
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
@@ -39,6 +41,11 @@ class SwinSSLConfig:
     rot_weight: float = 1.0
     contrast_weight: float = 1.0
     inpaint_weight: float = 1.0
+    gather_negatives: bool = True
+    """Under DDP, NT-Xent's negatives come from every rank (a gather with a backward; Tang et al.'s
+    code uses the per-GPU batch only). With 8 GPUs x batch 4 an anchor sees 62 negatives instead of
+    6, and the loss and gradients are those of one process on the whole batch. No effect on one
+    process."""
 
 
 @register_method("swinssl")
@@ -51,7 +58,7 @@ class SwinSSL(SSLMethod):
         self.hp = hp
         self.backbone = build_backbone(cfg.model)
         self.backbone.check_input(hp.crop_size, "swinssl.crop_size")
-        if cfg.train.batch_size == 1 and hp.contrast_weight > 0:
+        if cfg.train.batch_size == 1 and hp.contrast_weight > 0 and not (hp.gather_negatives and D.is_dist()):
             log.warning(
                 "swinssl with train.batch_size=1: the NT-Xent term has no negatives in the batch and is "
                 "identically 0 on one process; use train.batch_size >= 2 (Tang et al. use 4 per GPU)"
@@ -85,7 +92,7 @@ class SwinSSL(SSLMethod):
         l_rot = F.cross_entropy(self.rotation_head(pooled).float(), rot)
         z = self.contrastive_head(pooled)
         b = batch["x1"].shape[0]
-        l_con = nt_xent(z[:b], z[b:], self.hp.temperature)
+        l_con = nt_xent(z[:b], z[b:], self.hp.temperature, all_ranks=self.hp.gather_negatives)
         recon = self.recon_head(deep)
         l_rec = F.l1_loss(recon.float(), target.float())
         loss = self.hp.rot_weight * l_rot + self.hp.contrast_weight * l_con + self.hp.inpaint_weight * l_rec
