@@ -22,6 +22,7 @@ class CheckpointError(AnatsslError, ValueError):
 class TrainingError(AnatsslError, RuntimeError):
     """Training cannot continue (e.g. a non-finite loss)."""
 
+
 # -- library and OS errors, told as one line ------------------------------------------------------
 _ERRNO_ADVICE = {
     "ENOSPC": "no space left on the device: free space there or write elsewhere (--out, data.cache_dir); "

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from anatssl.config.loader import to_dict
+from anatssl.config.loader import setting, to_dict
 from anatssl.config.schema import DataConfig, ModelConfig, check_common
 from anatssl.errors import ConfigError
 
@@ -28,12 +28,12 @@ TASKS = ("segmentation", "classification", "probe", "segmentation-probe", "label
 class FinetuneOptimConfig:
     """AdamW with linear warm-up then cosine decay to ``min_lr`` (a function of the step)."""
 
-    lr: float = 1e-4
+    lr: float = setting(1e-4, gt=0)
     """Swin-UNETR's fine-tuning lr (BTCV recipe)."""
-    min_lr: float = 1e-6
-    warmup_steps: int = 10
-    weight_decay: float = 1e-5
-    encoder_lr_mult: float = 1.0
+    min_lr: float = setting(1e-6, ge=0)
+    warmup_steps: int = setting(10, ge=0)
+    weight_decay: float = setting(1e-5, ge=0)
+    encoder_lr_mult: float = setting(1.0, ge=0)
     """Multiplier on the lr of pretrained (loaded) parameters; 1.0 = plain end-to-end fine-tuning."""
     clip_grad: float = 1.0
     """Global-norm gradient clipping; 0 disables."""
@@ -41,13 +41,13 @@ class FinetuneOptimConfig:
 
 @dataclass
 class FinetuneTrainConfig:
-    max_steps: int = 200
-    batch_size: int = 2
+    max_steps: int = setting(200, ge=1)
+    batch_size: int = setting(2, ge=1)
     """Volumes per step (each gives ``samples_per_volume`` crops for segmentation)."""
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
-    num_workers: int = 0
-    log_every: int = 10
+    num_workers: int = setting(0, ge=0)
+    log_every: int = setting(10, ge=1)
     progress: bool = True
     save_model: bool = True
     """Write ``<out>/model.pt`` (``{"state_dict"}``; for ``swin`` segmentation a SwinUNETR state dict)."""
@@ -57,7 +57,7 @@ class FinetuneTrainConfig:
     (CUDA). Losses and softmax are computed in fp32; metrics.json records ``precision``."""
     channels_last: bool = False
     """Channels-last 3D memory format for the network and its inputs (segmentation)."""
-    val_every: int = 0
+    val_every: int = setting(0, ge=0)
     """Validation Dice on ``split.n_val`` volumes every this many steps (and at the last step); 0: none."""
     select: Literal["last", "best"] = "last"
     """Which weights are evaluated and saved: ``last`` (the final step) or ``best`` (highest
@@ -73,28 +73,28 @@ class SplitConfig:
     contains a smaller one (nested few-shot subsets).
     """
 
-    n_test: int = 4
-    n_val: int = 0
+    n_test: int = setting(4, ge=1)
+    n_val: int = setting(0, ge=0)
     """Validation volumes, taken after the test set from the same shuffle (never a test volume, never
     a training one): for the learning curve and ``train.select=best``."""
     split_seed: int = 0
-    labeled: int | None = None
+    labeled: int | None = setting(None, ge=1)
     """Number of labelled training volumes (few-shot); ``None`` uses the whole pool."""
 
 
 @dataclass
 class SegmentationParams:
-    roi_size: tuple[int, int, int] = (64, 64, 64)
+    roi_size: tuple[int, int, int] = setting((64, 64, 64), ge=32)
     """Training crop and sliding-window size; multiples of the backbone's 32."""
-    samples_per_volume: int = 2
+    samples_per_volume: int = setting(2, ge=1)
     """Crops per volume per step (the crop sampler's num_samples)."""
     crop: Literal["posneg", "classes"] = "posneg"
     """Crop sampler: ``posneg`` (RandCropByPosNegLabeld: centred on foreground with ``pos_fraction``)
     or ``classes`` (RandCropByLabelClassesd: centred on a voxel of a class drawn with ``class_ratios``,
     so small structures are seen as often as large ones)."""
-    pos_fraction: float = 0.5
+    pos_fraction: float = setting(0.5, ge=0, le=1)
     """``crop=posneg``: probability a crop is centred on foreground (pos / (pos + neg))."""
-    class_ratios: tuple[float, ...] | None = None
+    class_ratios: tuple[float, ...] | None = setting(None, ge=0)
     """``crop=classes``: relative frequency of each class (background first) as a crop centre;
     ``None``: every class equally often."""
     dice_batch: bool = False
@@ -107,14 +107,14 @@ class SegmentationParams:
     flips: bool = True
     """With ``augment``: random flips and 90-degree rotations (off for labels that name a side,
     e.g. left/right kidney, where a flip makes the image contradict its label)."""
-    sw_overlap: float = 0.5
-    sw_batch_size: int = 2
+    sw_overlap: float = setting(0.5, ge=0, lt=1)
+    sw_batch_size: int = setting(2, ge=1)
     sw_mode: Literal["gaussian", "constant"] = "gaussian"
     augment: bool = True
     """Random flips and intensity shift/scale (MONAI's BTCV tutorial transforms)."""
     save_predictions: bool = True
     """Write held-out predictions as NIfTI under ``<out>/predictions``."""
-    overlay_cases: int = 2
+    overlay_cases: int = setting(2, ge=0)
     """Held-out cases drawn as PNG overlays (3 axial slices each) under ``<out>/report``."""
     freeze_encoder: bool = False
 
@@ -123,13 +123,13 @@ class SegmentationParams:
 class ClassificationParams:
     label_key: str = "lesion"
     """Key of the class in each ``dataset.json`` entry (``anatssl synth --lesions`` writes ``lesion`` 0/1)."""
-    input_size: tuple[int, int, int] = (64, 64, 64)
+    input_size: tuple[int, int, int] = setting((64, 64, 64), ge=32)
     """Volumes are resized (trilinear) to this size; a multiple of 32."""
-    pool_levels: tuple[int, ...] = (3, 4)
+    pool_levels: tuple[int, ...] = setting((3, 4), ge=0, le=4)
     """Encoder levels (0 = stride 2 ... 4 = stride 32) average-pooled and concatenated into the feature."""
     probe: Literal["logistic", "svm"] = "logistic"
     """Frozen-feature probe: ``logistic`` (LogisticRegression) or ``svm`` (LinearSVC), as S2DC evaluates."""
-    probe_c: float = 1.0
+    probe_c: float = setting(1.0, gt=0)
     freeze_encoder: bool = False
 
 
@@ -142,22 +142,22 @@ class DenseParams:
 
     stride: int = 2
     """Common stride of the multi-scale features (1, 2 or 4): the grid the probe is trained on."""
-    levels: tuple[int, ...] = (0, 1, 2, 3, 4)
+    levels: tuple[int, ...] = setting((0, 1, 2, 3, 4), ge=0, le=4)
     """Encoder levels used (0 = stride 2 ... 4 = stride 32), each resized to ``stride``."""
     include_input: bool = True
     """Add the input intensities (averaged to ``stride``) as channels."""
     amp: str = "auto"
     """Feature extraction precision: ``auto`` (bf16 where native), ``bf16``, ``none`` (fp32)."""
-    steps: int = 300
-    lr: float = 1e-2
-    hidden: int = 0
+    steps: int = setting(300, ge=1)
+    lr: float = setting(1e-2, gt=0)
+    hidden: int = setting(0, ge=0)
     """0: a linear (1x1x1) head; > 0: Linear -> ReLU -> Linear with this many hidden units."""
-    batch_voxels: int = 16384
+    batch_voxels: int = setting(16384, ge=1)
     """Cells per Adam step (all of them when there are fewer)."""
-    weight_decay: float = 0.0
-    reference_voxels: int = 2048
+    weight_decay: float = setting(0.0, ge=0)
+    reference_voxels: int = setting(2048, ge=1)
     """Label transfer: cells sampled per labelled volume (class-balanced) as the neighbours to match."""
-    k: int = 1
+    k: int = setting(1, ge=1)
     """Label transfer: neighbours that vote (1: the nearest one's label)."""
 
 
@@ -199,6 +199,11 @@ def check_finetune_config(cfg: FinetuneConfig) -> None:
     ):
         if any(s % 32 or s < 32 for s in size):
             raise ConfigError(f"{name} = {tuple(size)}: every size must be a positive multiple of 32")
+    if cfg.optim.min_lr > cfg.optim.lr:
+        raise ConfigError(f"optim.min_lr ({cfg.optim.min_lr}) must be <= optim.lr ({cfg.optim.lr})")
+    seg = cfg.segmentation
+    if seg.crop == "classes" and seg.class_ratios is not None and not sum(seg.class_ratios) > 0:
+        raise ConfigError(f"segmentation.class_ratios must not all be 0, got {list(seg.class_ratios)}")
     if not 0.0 <= cfg.segmentation.sw_overlap < 1.0:
         raise ConfigError(f"segmentation.sw_overlap must be in [0, 1), got {cfg.segmentation.sw_overlap}")
     if any(not 0 <= lv <= 4 for lv in cfg.classification.pool_levels):

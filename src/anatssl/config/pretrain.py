@@ -34,6 +34,13 @@ def check_pretrain_config(cfg: PretrainConfig) -> None:
         )
     if cfg.train.grad_accum < 1:
         raise ConfigError(f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
+    if cfg.optim.min_lr > cfg.optim.lr:
+        raise ConfigError(f"optim.min_lr ({cfg.optim.min_lr}) must be <= optim.lr ({cfg.optim.lr})")
+    if len(cfg.model.num_heads) != len(cfg.model.depths):
+        raise ConfigError(
+            f"model.num_heads {list(cfg.model.num_heads)} needs one value per stage of model.depths "
+            f"{list(cfg.model.depths)}"
+        )
 
 
 def pretrain_config_to_dict(cfg: PretrainConfig) -> dict[str, Any]:

@@ -115,6 +115,9 @@ class VolumeSource:
         self._shapes: dict[str, tuple[int, int, int]] = {}
         self.validated = False
         """Whether :meth:`validate` has run (every scan decoded once, the bad ones dropped)."""
+        self.skipped: dict[str, str] = {}
+        """Scans dropped by :meth:`validate` or that failed a later :meth:`load` in this process: image
+        path -> reason (for the end-of-run summary; DataLoader workers keep their own copy)."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -126,8 +129,16 @@ class VolumeSource:
         """Preprocessed volume ``index`` (memory-mapped, read-only), landmarks attached if listed.
 
         Raises:
-            DataError: naming the file, if the scan (or its label / landmarks) cannot be used.
+            DataError: naming the file, if the scan (or its label / landmarks) cannot be used (the
+                failure is recorded in :attr:`skipped`: the engine skips the scan and draws another).
         """
+        try:
+            return self._load(index)
+        except DataError as e:
+            self.skipped.setdefault(str(self.items[index].image), str(e))
+            raise
+
+    def _load(self, index: int) -> Volume:
         item = self.items[index]
         try:
             vol = self.cache.get(item, self.data_cfg, self.channels, self.nan_policy)
@@ -152,6 +163,13 @@ class VolumeSource:
         except DataError as e:
             return str(e)
         return None
+
+    def skipped_summary(self) -> str | None:
+        """``N scans skipped: path (reason); ...`` for the end of a run, or None if none was."""
+        if not self.skipped:
+            return None
+        rows = [f"  {path}: {reason}" for path, reason in self.skipped.items()]
+        return f"{len(rows)} scan(s) skipped in this run:\n" + "\n".join(rows)
 
     def validate(self, progress: bool = True, workers: int = 0) -> list[tuple[DataItem, str]]:
         """Decode every scan once (filling the cache); drop and return the bad ones with their reasons.
@@ -179,6 +197,7 @@ class VolumeSource:
         bad = [(it, r) for it, r in zip(self.items, reasons) if r is not None]
         for item, reason in bad:
             log.warning("skipping scan %s: %s", item.image, reason)
+            self.skipped.setdefault(str(item.image), reason)
         if len(bad) == n:
             listing = "\n".join(f"  {it.image}: {r}" for it, r in bad[:5])
             more = f"\n  ... and {n - 5} more" if n > 5 else ""

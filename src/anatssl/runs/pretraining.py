@@ -74,4 +74,8 @@ def run_pretraining(
         for step in steps:
             log.debug("pre-step %s", step.name)
             step.run(ctx)
-        return pretrain(ctx.cfg, ctx.source, out, resume=resume)
+        run = pretrain(ctx.cfg, ctx.source, out, resume=resume)
+        summary = ctx.source.skipped_summary()  # the end-of-run list of scans the run went on without
+        if summary:
+            log.warning(summary)
+        return run
