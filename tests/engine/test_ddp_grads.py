@@ -266,3 +266,43 @@ def test_sync_batchnorm_without_process_group_is_batchnorm() -> None:
     ref = nn.BatchNorm3d(4)
     torch.testing.assert_close(sync(x), ref(x), rtol=0, atol=0)
     torch.testing.assert_close(sync.running_var, ref.running_var, rtol=0, atol=0)
+
+
+# -- the trainer converts a method's BatchNorm under DDP --------------------------------------------------
+def _trainer_worker(rank: int, out: str, port: int) -> None:
+    from anatssl.engine.trainer import Trainer
+    from anatssl.runs import load_pretrain_config
+    from engine_fixtures import FAST_S2DC, MemorySource
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
+    result = {}
+    for sync in (True, False):
+        opts = [*FAST_S2DC, "train.max_steps=1", "train.batch_size=1", "train.progress=false"]
+        opts += ["train.tensorboard=false", f"train.sync_batchnorm={sync}"]
+        cfg = load_pretrain_config("s2dc", "tiny", None, opts)
+        tr = Trainer(cfg, MemorySource(shape=(64, 64, 32)), Path(out) / f"run_{sync}")  # joins the group
+        tr.fit()
+        result[sync] = {"counts": count_batchnorm(tr.method), "state": _bn_state(tr.method)}
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_trainer_uses_sync_batchnorm_under_ddp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """S2DC's heads (student and EMA teacher) under a real 2-process Trainer: SyncBatchNorm, so both
+    ranks hold the same running statistics after a step; with ``train.sync_batchnorm=false`` they
+    keep BatchNorm1d and per-rank statistics (their crops differ)."""
+    ranks = _run(_trainer_worker, tmp_path_factory)
+    for r in ranks:
+        assert r[True]["counts"][0] == 0 and r[True]["counts"][1] >= 4
+        assert r[False]["counts"][1] == 0 and r[False]["counts"][0] == r[True]["counts"][1]
+    synced = [r[True]["state"] for r in ranks]
+    per_rank = [r[False]["state"] for r in ranks]
+    means = [k for k in synced[0] if k.endswith("running_mean")]
+    assert means
+    for k in means:
+        torch.testing.assert_close(synced[0][k], synced[1][k], rtol=0, atol=1e-6, msg=k)
+    assert any((per_rank[0][k] - per_rank[1][k]).abs().max() > 1e-4 for k in means)

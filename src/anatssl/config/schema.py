@@ -92,6 +92,10 @@ class TrainConfig:
     """Keep ``step_XXXXXX.pt`` copies at every ``ckpt_every`` besides ``last.pt``."""
     tensorboard: bool = True
     progress: bool = True
+    sync_batchnorm: bool = True
+    """Under DDP, every BatchNorm of the method (S2DC's heads, SAM) normalises with the statistics of
+    all ranks' batches (:mod:`anatssl.engine.sync_batchnorm`), as one process on the whole batch would;
+    ``false`` keeps per-rank statistics (cheaper: no all-reduce per layer). No effect on one process."""
     dist_timeout_minutes: float = 30.0
     """Multi-process runs: how long a collective waits for the other ranks before the run fails (rank 0
     alone checks the data at start-up while the others wait; raise it for very large datasets)."""

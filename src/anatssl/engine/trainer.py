@@ -48,6 +48,7 @@ from anatssl.engine.logger import RunLogger, setup_console_logging
 from anatssl.engine.runlock import hold_run_lock, run_lock
 from anatssl.engine.schedules import cosine_schedule, warmup_cosine
 from anatssl.engine.signals import RunInterrupted, StopSignals, signal_name
+from anatssl.engine.sync_batchnorm import convert_sync_batchnorm
 from anatssl.errors import CheckpointError, ConfigError, TrainingError
 from anatssl.methods import SSLMethod, build_method
 from anatssl.models.boundary import plain
@@ -163,6 +164,8 @@ class Trainer:
             torch.manual_seed(cfg.seed + 1000 * (D.rank() + 1))
         self.model: torch.nn.Module = self.method
         if D.is_dist():
+            if cfg.train.sync_batchnorm:  # same parameter objects: the optimizer above still holds them
+                convert_sync_batchnorm(self.method)
             ddp_kw: dict[str, Any] = {"find_unused_parameters": True}
             if self.device.type == "cuda":
                 ddp_kw["device_ids"] = [self.device.index]
