@@ -1,4 +1,5 @@
-"""A real 2-process ``torchrun`` with the gloo backend on CPU."""
+"""A real 2-process ``torchrun`` with the gloo backend on CPU, and 2 "nodes" x 1 process joined through
+torchrun's c10d rendezvous on localhost (the multi-node recipe of docs/engine.md)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ tr = Trainer(cfg, MemorySource(shape=tuple(spec["shape"])), sys.argv[1])
 tr.fit()
 total = sum(float(p.detach().double().sum()) for p in tr.method.parameters())
 queue = getattr(tr.method, "queue", None)
+pg = torch.distributed.distributed_c10d._get_default_group()
+timeout = pg._get_backend(torch.device("cpu")).options._timeout.total_seconds()  # train.dist_timeout_minutes
 with open(os.path.join(sys.argv[1], f"rank{{D.rank()}}.json"), "w") as f:
-    json.dump({{"rank": D.rank(), "world": D.world_size(), "checksum": total,
+    json.dump({{"rank": D.rank(), "world": D.world_size(), "checksum": total, "timeout_s": timeout,
                "queue": None if queue is None else queue.features().tolist()}}, f)
 """
 
@@ -60,6 +63,10 @@ def _torchrun(tmp_path: Path, spec: dict) -> tuple[Path, list[dict]]:
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, _check_run(run)
+
+
+def _check_run(run: Path) -> list[dict]:
     ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     # DDP averaged the gradients: both ranks hold the same weights after 3 steps
@@ -67,7 +74,8 @@ def _torchrun(tmp_path: Path, spec: dict) -> tuple[Path, list[dict]]:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]  # only rank 0 logs
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
-    return run, ranks
+    assert not (run / "run.lock").exists()  # rank 0 took the run's lock (rank 1 none) and released it
+    return ranks
 
 
 needs_torchrun = pytest.mark.skipif(
@@ -92,3 +100,41 @@ def test_two_process_s2dc_run_gathers_one_queue(tmp_path: Path) -> None:
     torch.testing.assert_close(q0, q1, rtol=0, atol=0)
     # the two keys enqueued at a step came from different volumes (rank 0's, then rank 1's)
     assert all((q0[2 * i] - q0[2 * i + 1]).abs().max() > 1e-4 for i in range(3))
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_two_nodes_join_through_c10d_rendezvous(tmp_path: Path) -> None:
+    """Two torchrun invocations (--nnodes 2, one process each) meet at a c10d rendezvous endpoint on
+    localhost, as two machines of a cluster would; the run's weights agree on both and the process
+    group has the timeout the config asks for."""
+    script = tmp_path / "ddp.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parents[1])))
+    run = tmp_path / "run"
+    spec = {
+        "method": "swinssl",
+        "overrides": [*FAST_SWINSSL, *STEPS, "train.dist_timeout_minutes=7"],
+        "shape": [40, 40, 36],
+    }
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    endpoint = f"localhost:{_free_port()}"
+    node = [
+        torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", endpoint, "--rdzv-id", "anatssl-test", str(script), str(run), json.dumps(spec),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in (0, 1)
+    ]
+    try:
+        outs = [p.communicate(timeout=900) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:  # never leave a node behind
+                p.kill()
+                p.communicate()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    ranks = _check_run(run)
+    assert [r["timeout_s"] for r in ranks] == [420.0, 420.0]
