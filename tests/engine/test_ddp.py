@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,68 @@ def test_two_nodes_join_through_c10d_rendezvous(tmp_path: Path) -> None:
         assert p.returncode == 0, err[-3000:]
     ranks = _check_run(run)
     assert [r["timeout_s"] for r in ranks] == [420.0, 420.0]
+
+
+STOP_SCRIPT = """
+import sys, json, os
+sys.path.insert(0, {tests!r})
+import torch
+from engine_fixtures import MemorySource
+from anatssl.runs import load_pretrain_config
+from anatssl.engine.trainer import Trainer
+from anatssl.engine.signals import RunInterrupted
+from anatssl.engine import distributed as D
+cfg = load_pretrain_config("swinssl", "tiny", None, json.loads(sys.argv[2]))
+run = sys.argv[1]
+tr = Trainer(cfg, MemorySource(), run)
+with open(os.path.join(run, f"pid{{D.rank()}}"), "w") as f:
+    f.write(str(os.getpid()))
+try:
+    tr.fit()
+    code, step = 0, None
+except RunInterrupted as e:
+    code, step = e.exit_code, e.step
+total = sum(float(p.detach().double().sum()) for p in tr.method.parameters())
+with open(os.path.join(run, f"stopped{{D.rank()}}.json"), "w") as f:
+    json.dump({{"code": code, "step": step, "checksum": total}}, f)
+sys.exit(code)
+"""
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    """SIGUSR1 reaches only rank 1 (as when a cluster signals one task): the ranks agree on it at the
+    step boundary, stop together, rank 0 saves that step, and each exits 138."""
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_SCRIPT.format(tests=str(Path(__file__).parents[1])))
+    run = tmp_path / "run"
+    overrides = [*FAST_SWINSSL, "train.max_steps=100000", "train.ckpt_every=100000", "train.batch_size=1"]
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    proc = subprocess.Popen(
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(run)]
+        + [json.dumps(overrides)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.time() + 600
+        metrics = run / "metrics.jsonl"
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"no 2 steps: {proc.communicate()[1][-3000:] if proc.poll() is not None else ''}")
+            time.sleep(0.05)
+        os.kill(int((run / "pid1").read_text()), signal.SIGUSR1)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stopped = [json.loads((run / f"stopped{r}.json").read_text()) for r in (0, 1)]
+    assert [s["code"] for s in stopped] == [138, 138], err[-3000:]
+    assert stopped[0]["step"] == stopped[1]["step"] >= 2
+    assert stopped[0]["checksum"] == pytest.approx(stopped[1]["checksum"], rel=1e-6)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == stopped[0]["step"]
+    assert not (run / "run.lock").exists()
