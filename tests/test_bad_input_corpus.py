@@ -403,6 +403,11 @@ CASES = [
     cfg_case("grad-accum-zero", ["train.grad_accum=0"], ["train.grad_accum must be >= 1"]),
     cfg_case("max-minutes-zero", ["train.max_minutes=0"], ["train.max_minutes must be > 0"]),
     cfg_case("min-lr-above-lr", ["optim.lr=0.001", "optim.min_lr=0.1"], ["optim.min_lr", "optim.lr"]),
+    cfg_case("device-unknown", ["train.device=foo"], ["train.device = 'foo' is not a device"]),
+    cfg_case(
+        "crop-not-multiple-of-32", ["swinssl.crop_size=[48,48,48]"], ["swinssl.crop_size", "multiple of 32"]
+    ),
+    cfg_case("spacing-zero", ["data.spacing=[0,1,1]"], ["data.spacing"]),
     cfg_case("hu-window-reversed", ["data.hu_window=[100,-100]"], ["data.hu_window"]),
     cfg_case("override-without-value", ["train.max_steps"], ["train.max_steps", "key=value"]),
     cfg_case("unknown-preset", ["--preset", "huge"], ["huge", "available presets"]),

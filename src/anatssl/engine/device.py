@@ -18,7 +18,12 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:  # torch lists every device type it knows of: too long
+        raise ConfigError(
+            f"train.device = {name!r} is not a device; use auto, cpu, cuda or cuda:N (or mps)"
+        ) from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device = {name!r} but CUDA is not available; use train.device=cpu")
     return dev
