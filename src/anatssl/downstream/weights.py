@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from anatssl.downstream.channels import ChannelPolicy, adapt_state_dict
 from anatssl.engine.checkpoint import group_keys
 from anatssl.errors import CheckpointError, load_failure_reason
 
@@ -57,6 +58,8 @@ class LoadReport:
     """Keys of the file that the model has no place for (ignored)."""
     renamed: int = 0
     """How many file keys needed a name mapping (``module.`` -> ``swinViT.`` ...)."""
+    adapted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Input kernels adapted to another channel count: ``{key: (C_file, C_model)}`` (downstream/channels)."""
 
     def summary(self, limit: int = 8) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class LoadReport:
             "n_missing": len(self.missing),
             "n_unexpected": len(self.unexpected),
             "n_renamed": self.renamed,
+            "adapted_input_channels": {k: list(v) for k, v in self.adapted.items()},
             "missing": group_keys(self.missing, limit),
             "unexpected": group_keys(self.unexpected, limit),
         }
@@ -79,6 +83,12 @@ class LoadReport:
             text += f"\n  missing (kept at init): {', '.join(s['missing'])}"
         if self.unexpected:
             text += f"\n  unexpected (ignored): {', '.join(s['unexpected'])}"
+        if self.adapted:
+            (c_file, c_model), *_ = self.adapted.values()
+            text += (
+                f"\n  input channels adapted {c_file} -> {c_model} (mean rule, downstream/channels.py): "
+                + ", ".join(self.adapted)
+            )
         return text
 
 
@@ -198,18 +208,22 @@ def load_backbone_weights(
     backbone_name: str = "swin",
     skip_prefixes: tuple[str, ...] = ("out.",),
     require_encoder: bool = True,
+    channel_policy: ChannelPolicy = "mean",
 ) -> LoadReport:
     """Load ``sd`` (any naming above) into ``model``'s backbone keys; refuse empty or wrong-shape loads.
 
     ``model`` is a backbone or a network whose state dict is the backbone's plus heads named by
     ``skip_prefixes`` (our segmentation net: SwinUNETR keys). Raises CheckpointError when nothing
     matches (another backbone), when an encoder key is missing (another depth / v2 variant), or when a
-    tensor has another shape (another feature_size / in_channels), listing the keys at fault.
+    tensor has another shape (another feature_size, depths), listing the keys at fault. Input kernels
+    made for another number of input channels are adapted by ``channel_policy``
+    (:mod:`anatssl.downstream.channels`) and reported in ``LoadReport.adapted``.
     """
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip_prefixes)}
     if not any(k.startswith(_DROP_ON_EXPORT) for k in own):  # SSL-only parts: not worth a warning
         sd = {k: v for k, v in sd.items() if not k.startswith(_DROP_ON_EXPORT)}
     mapped, unexpected, renamed = map_state_dict(sd, own)
+    mapped, adapted = adapt_state_dict(mapped, own, source, channel_policy)
     wrong = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in mapped.items()
@@ -241,7 +255,12 @@ def load_backbone_weights(
     result = model.load_state_dict({**{k: v for k, v in model.state_dict().items()}, **mapped}, strict=True)
     del result
     return LoadReport(
-        source=source, loaded=sorted(mapped), missing=missing, unexpected=unexpected, renamed=renamed
+        source=source,
+        loaded=sorted(mapped),
+        missing=missing,
+        unexpected=unexpected,
+        renamed=renamed,
+        adapted=adapted,
     )
 
 
