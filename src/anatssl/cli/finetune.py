@@ -27,6 +27,10 @@ train.max_steps=300, optim.lr=1e-4, segmentation.roi_size=[96,96,96], split.n_te
 Writes OUT/config.yaml, OUT/metrics.jsonl (loss per step), OUT/metrics.json (per-structure Dice and
 HD95 in mm for segmentation; accuracy and AUC for classification / probe), OUT/predictions/*.nii.gz,
 OUT/report/*.png and OUT/model.pt.
+
+segmentation under torchrun (one process per GPU; gloo on CPU): each process trains on its share of
+the training volumes, DDP averages the gradients, rank 0 validates, evaluates and writes (docs/scaling.md):
+  torchrun --nproc_per_node 8 -m anatssl.cli.main finetune --task segmentation --data d --init r --out ft
 """
 
 
@@ -76,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from anatssl.downstream.config import load_finetune_config
     from anatssl.downstream.runner import run_finetune
     from anatssl.downstream.weights import resolve_init
+    from anatssl.engine import distributed as D
     from anatssl.engine.logger import setup_console_logging
 
     setup_console_logging()
@@ -86,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     from_init = {"model": init.model_section, "data": init.data_section} if init.kind != "scratch" else None
     cfg = load_finetune_config(args.task, args.preset, args.config, overrides, from_init=from_init)
     metrics = run_finetune(cfg, args.data, init, args.out)
-    print(json.dumps(summary(metrics), indent=2))
-    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    if D.is_main():  # under torchrun rank 0 evaluates and writes
+        print(json.dumps(summary(metrics), indent=2))
+        print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
 
 

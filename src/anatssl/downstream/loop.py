@@ -17,6 +17,7 @@ fp16 (CUDA) steps go through a ``GradScaler``; the autocast region itself is the
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +29,13 @@ import torch
 from torch import nn
 
 from anatssl.downstream.config import FinetuneConfig
+from anatssl.engine import distributed as D
 from anatssl.engine.logger import RunLogger
 from anatssl.engine.schedules import warmup_cosine
 from anatssl.errors import TrainingError
 from anatssl.models.boundary import plain
+
+log = logging.getLogger("anatssl")
 
 
 def build_finetune_optimizer(
@@ -120,21 +124,26 @@ def train_steps(
     description: str,
     validator: Validator | None = None,
     amp: str = "none",
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     """Run ``cfg.train.max_steps`` optimizer steps; ``loss_fn(batch)`` returns the scalar loss.
 
     ``validator``: scored when due (its value in the step's row as ``val_dice``); with
     ``keep_best`` its best weights are loaded into ``net`` at the end. ``amp``: the resolved
     precision (``fp16`` adds gradient scaling).
+
+    Under DDP (``loss_fn`` runs the DDP-wrapped ``net``): only rank 0 writes ``metrics.jsonl``;
+    after the last step the last row gets ``rank_weight_sums`` (every rank's parameter sum, before
+    any best-weights restore), and a warning if the ranks differ, which DDP should never let happen.
     """
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     net.train()
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     params = [p for g in opt.param_groups for p in g["params"]]
     with RunLogger(
         out_dir,
         cfg.train.max_steps,
         0,
+        enabled=D.is_main(),
         tensorboard=False,
         progress=cfg.train.progress,
         description=description,
@@ -174,6 +183,10 @@ def train_steps(
                     {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
                 )
             logger.advance(step, value, dt)
+    if D.is_dist():
+        history[-1]["rank_weight_sums"] = sums = D.weight_sums(net)
+        if len(set(sums)) > 1:
+            log.warning("%s: the processes ended with different weights (sums %s)", description, sums)
     if validator is not None and validator.keep_best:
         validator.restore_best(net)
     return history

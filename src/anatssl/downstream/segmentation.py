@@ -43,6 +43,7 @@ from anatssl.downstream.metrics import (
 from anatssl.downstream.overlays import save_overlay
 from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.weights import InitSource, encoder_prefixes, load_backbone_weights, resolve_init
+from anatssl.engine import distributed as D
 from anatssl.engine.device import autocast, resolve_device
 from anatssl.engine.precision import precision_name, resolve_amp
 from anatssl.errors import ConfigError
@@ -178,6 +179,17 @@ def inverse_sqrt_class_weights(freq: np.ndarray, cap: float = 20.0) -> torch.Ten
     return torch.as_tensor(w, dtype=torch.float32)
 
 
+def rank_shard(cases: list[LabelledCase]) -> list[LabelledCase]:
+    """This rank's training volumes under DDP: every W-th, from its rank on, padded by wrap-around to
+    ``ceil(n / W)`` (``DistributedSampler``'s convention, so a few volumes are seen twice as often when
+    W does not divide n; with fewer volumes than ranks, ranks share volumes and differ by the seed of
+    their random crops). One process: all of them. Each rank caches only its shard."""
+    w, r, n = D.world_size(), D.rank(), len(cases)
+    if w == 1 or n == 0:
+        return list(cases)
+    return [cases[(r + k * w) % n] for k in range(-(-n // w))]
+
+
 def _items(cases: list[LabelledCase]) -> list[dict[str, Any]]:
     return [{"image": str(c.image), "label": str(c.label), "name": c.name} for c in cases]
 
@@ -210,9 +222,12 @@ def finetune_segmentation(
     Writes ``out_dir/config.yaml``, ``metrics.jsonl`` (loss per step), ``metrics.json``,
     ``predictions/<case>.nii.gz``, ``report/overlay_<case>.png`` and ``model.pt``.
     """
+    device = resolve_device(cfg.train.device)
+    D.init_from_env(device)  # under torchrun: one process per GPU (gloo on CPU); else nothing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
+    if D.is_main():
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     init = resolve_init(init) if isinstance(init, str) else init
     cases, label_map = read_labelled_dataset(data, need_labels=True)
     split = split_dataset(cases, cfg.split)
@@ -220,14 +235,15 @@ def finetune_segmentation(
     check_label_values(train_cases + val_cases + test_cases, label_map, cfg.data.max_voxels)
     values = sorted(label_map)
     contiguous = {i: label_map[v] for i, v in enumerate(values)}
-    save_yaml(finetune_config_to_dict(cfg), out / "config.yaml")
-    device = resolve_device(cfg.train.device)
+    if D.is_main():
+        save_yaml(finetune_config_to_dict(cfg), out / "config.yaml")
     amp = resolve_amp(cfg.train.amp, device)
     log.info(
-        "segmentation fine-tuning in %s (train.amp=%s, %s)%s",
+        "segmentation fine-tuning in %s (train.amp=%s, %s%s)%s",
         precision_name(amp),
         cfg.train.amp,
         device.type,
+        f", {D.world_size()} processes" if D.is_dist() else "",
         ", channels-last" if cfg.train.channels_last else "",
     )
 
@@ -240,9 +256,11 @@ def finetune_segmentation(
 
     base = base_transforms(cfg, values)
     train_tf = T.Compose(base + train_transforms(cfg, len(values)))
-    train_tf.set_random_state(seed=cfg.seed)
-    ds = CacheDataset(_items(train_cases), train_tf, cache_rate=1.0, num_workers=0, progress=False)
-    g = torch.Generator().manual_seed(cfg.seed)
+    rank_seed = cfg.seed + 1000 * D.rank()  # rank 0 (and one process) keeps cfg.seed
+    train_tf.set_random_state(seed=rank_seed)
+    shard = rank_shard(train_cases)
+    ds = CacheDataset(_items(shard), train_tf, cache_rate=1.0, num_workers=0, progress=False)
+    g = torch.Generator().manual_seed(rank_seed)
     loader = DataLoader(
         ds,
         batch_size=min(cfg.train.batch_size, len(ds)),
@@ -268,11 +286,17 @@ def finetune_segmentation(
         if cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with autocast(device, amp):
-            logits = net(x)
+            logits = model(x)
         return loss_f(logits.float(), y)  # softmax, Dice and CE reductions in fp32
 
+    model: nn.Module = net
+    if D.is_dist():  # gradients averaged over ranks; validation and evaluation use net, on rank 0
+        model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
     validator = None
-    if val_cases and cfg.train.val_every > 0:
+    if val_cases and cfg.train.val_every > 0 and D.is_main():
         val_items = load_cases(cfg, val_cases, values)
 
         def score() -> tuple[float, dict[str, Any]]:
@@ -298,6 +322,11 @@ def finetune_segmentation(
             net, opt, cycle(loader), loss_fn, cfg, out, "finetune segmentation", validator, amp
         )
     train_s = time.perf_counter() - t0
+    rank_sums = history[-1].get("rank_weight_sums")
+    if D.is_dist():
+        D.broadcast_state(net)  # every rank ends with rank 0's weights (its best, with train.select=best)
+        if not D.is_main():  # rank 0 evaluates and writes; the others are done
+            return {"task": "segmentation", "rank": D.rank(), "rank_weight_sums": rank_sums}
     last_step = cfg.train.max_steps  # steps are 1-based: the state after max_steps updates
     if validator is not None:
         selection = validator.summary(cfg.train.select, last_step)
@@ -318,6 +347,8 @@ def finetune_segmentation(
         "structures": [label_map[v] for v in values[1:]],
         "steps": cfg.train.max_steps,
         "precision": precision_name(amp),
+        "processes": D.world_size(),
+        "rank_weight_sums": rank_sums,  # under DDP, one per process after the last step (equal)
         "amp_setting": cfg.train.amp,
         "channels_last": cfg.train.channels_last,
         "selection": selection,

@@ -74,3 +74,24 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(parts, t.detach().contiguous())
     return torch.cat(parts, dim=0)
+
+
+def weight_sums(module: torch.nn.Module) -> list[float]:
+    """Every rank's float64 sum of ``module``'s parameters and buffers, in rank order (one entry
+    without a process group). DDP keeps ranks bitwise equal, so the entries are equal unless it did not."""
+    with torch.no_grad():
+        total = sum(
+            (t.detach().double().sum() for t in module.state_dict().values()),
+            torch.zeros((), dtype=torch.float64),
+        )
+    device = next(module.parameters()).device
+    return [float(x) for x in all_gather_cat(total.reshape(1).to(device)).cpu()]
+
+
+def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (in place)."""
+    if not is_dist():
+        return
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src)
