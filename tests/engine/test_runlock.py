@@ -66,7 +66,7 @@ def _pretrain_args(data: Path, run: Path) -> list[str]:
 
 
 def test_a_second_process_is_refused_naming_the_owner_and_the_lock_goes_at_exit(
-    synth_data: Path, tmp_path: Path
+    synth_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
     holder = _holder(run)
@@ -81,13 +81,14 @@ def test_a_second_process_is_refused_naming_the_owner_and_the_lock_goes_at_exit(
         assert f"in use by PID {holder.pid} on host {socket.gethostname()}" in err[0]
         assert f"kill -TERM {holder.pid}" in err[0]
         assert not (run / "config.yaml").exists() and not (run / "checkpoints").exists()
-        # fine-tuning into it: refused the same way
-        f = _anatssl(
-            "finetune", "--task", "segmentation", "--data", str(synth_data), "--init", "scratch",
-            "--out", str(run), "train.max_steps=1",
+        # fine-tuning into it (from this test's own process): refused the same way
+        capsys.readouterr()
+        code = main(
+            ["finetune", "--task", "segmentation", "--data", str(synth_data), "--init", "scratch",
+             "--out", str(run), "train.max_steps=1"]
         )  # fmt: skip
-        assert f.returncode == 2, f.stderr[-2000:]
-        assert f"in use by PID {holder.pid}" in f.stderr and "Traceback" not in f.stderr
+        err = capsys.readouterr().err
+        assert code == 2 and f"in use by PID {holder.pid}" in err and "Traceback" not in err, err
         assert not (run / "metrics.json").exists()
     finally:
         holder.communicate("\n", timeout=60)
@@ -97,16 +98,23 @@ def test_a_second_process_is_refused_naming_the_owner_and_the_lock_goes_at_exit(
         assert read_owner(lock_path(run))["pid"] == os.getpid()  # type: ignore[index]
 
 
-def test_the_lock_of_a_killed_process_is_taken_over_with_a_warning(synth_data: Path, tmp_path: Path) -> None:
+def test_the_lock_of_a_killed_process_is_taken_over_with_a_warning(
+    synth_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     run = tmp_path / "run"
     holder = _holder(run)
     holder.send_signal(signal.SIGKILL)  # no chance to clean up: the lock file stays
     holder.communicate(timeout=60)
     rec = read_owner(lock_path(run))
     assert rec is not None and rec["pid"] == holder.pid
-    p = _anatssl(*_pretrain_args(synth_data, run), "train.max_steps=1")
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "taking over the stale lock" in p.stderr and f"PID {holder.pid}" in p.stderr
+    logger = logging.getLogger("anatssl")  # it does not propagate to the root logger caplog listens on
+    logger.addHandler(caplog.handler)
+    try:
+        assert main([*_pretrain_args(synth_data, run), "train.max_steps=1"]) == 0
+    finally:
+        logger.removeHandler(caplog.handler)
+    taken = [r.getMessage() for r in caplog.records if "taking over the stale lock" in r.getMessage()]
+    assert len(taken) == 1 and f"PID {holder.pid}" in taken[0]
     assert (run / "checkpoints" / "last.pt").is_file() and not lock_path(run).exists()
 
 
@@ -172,3 +180,28 @@ def test_a_lock_file_cut_short_is_stale_only_once_old(tmp_path: Path) -> None:
     os.utime(lock_path(run), (old, old))
     with run_lock(run):
         assert read_owner(lock_path(run))["pid"] == os.getpid()  # type: ignore[index]
+
+
+def test_a_requeued_slurm_job_takes_over_its_previous_runs_lock_from_another_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    # run 0 of job 4242 held the lock on a node that died; the requeued run starts elsewhere
+    _write_lock(run, pid=77, host="node-that-died", started="then", slurm_job="4242", slurm_restart=0)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # not a requeue: the other node's lock stands
+    with pytest.raises(RunLockedError, match="node-that-died"):
+        with run_lock(run):
+            pass
+    monkeypatch.setenv("SLURM_JOB_ID", "5555")  # another job, even a later one: refused too
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+    with pytest.raises(RunLockedError, match="node-that-died"):
+        with run_lock(run):
+            pass
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with run_lock(run):
+        rec = read_owner(lock_path(run))
+        assert rec is not None and rec["pid"] == os.getpid()
+        assert rec["slurm_job"] == "4242" and rec["slurm_restart"] == 1
+    assert not lock_path(run).exists()

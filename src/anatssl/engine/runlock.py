@@ -4,10 +4,12 @@
 ``--out``; a second process refuses with :class:`RunLockedError` naming the owner.
 A lock whose process is gone (a dead PID on this host, or a PID since reused by another program,
 told apart by the process start time in ``/proc``) is stale: it is taken over with a warning, so a
-``kill -9`` or a node crash never blocks a requeued job. A lock written on another host cannot be
-checked from here and is never taken over; the message says so. Under ``torchrun`` / ``srun`` only
-rank 0 (``RANK`` in the environment) takes it. The lock is released when the ``with`` block ends or,
-for :func:`hold_run_lock`, when the process exits.
+``kill -9`` never blocks a rerun. A lock written on another host cannot be checked from here and is
+not taken over (the message says so), with one exception: under SLURM the lock records the job id
+and its restart count, and a requeued job (same ``SLURM_JOB_ID``, higher ``SLURM_RESTART_COUNT``)
+knows its previous run is over wherever it ran, so a node that died mid-run does not block the
+requeue. Under ``torchrun`` / ``srun`` only rank 0 (``RANK`` in the environment) takes it. The lock is
+released when the ``with`` block ends or, for :func:`hold_run_lock`, when the process exits.
 
 Creating the file is atomic (``O_CREAT | O_EXCL``); taking over a stale lock is serialised by a
 second ``run.lock.takeover`` file, so two processes that find the same stale lock cannot both win.
@@ -66,7 +68,22 @@ def _owner_record() -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "proc_start": _proc_start_ticks(pid),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300] if sys.argv else "",
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart": _slurm_restart(),
     }
+
+
+def _slurm_restart() -> int:
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def _earlier_run_of_this_job(rec: dict[str, Any]) -> bool:
+    """Whether the lock was taken by an earlier run of the SLURM job this process belongs to (a requeue:
+    SLURM starts a requeued job only after its previous run has ended)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or rec.get("slurm_job") != job:
+        return False
+    return int(rec.get("slurm_restart") or 0) < _slurm_restart()
 
 
 def read_owner(path: Path) -> dict[str, Any] | None:
@@ -92,6 +109,8 @@ def _is_stale(rec: dict[str, Any], path: Path) -> bool:
             return time.time() - path.stat().st_mtime > TAKEOVER_TIMEOUT_S
         except FileNotFoundError:
             return True
+    if _earlier_run_of_this_job(rec):
+        return True
     if rec.get("host") != socket.gethostname():
         return False
     pid = int(rec.get("pid", -1))
