@@ -49,6 +49,7 @@ SMALLEST: dict[str, list[str]] = {
         "alice.freeze_last_layer_steps=0",
     ],
     "modelsgenesis": [*CONV, "modelsgenesis.crop_size=[32,32,32]", "modelsgenesis.shuffle_blocks=100"],
+    "voco": [*CONV, "voco.grid=2", "voco.crop_size=[32,32,32]", "voco.proj_hidden=32", "voco.proj_dim=16"],
     "sam": [
         "sam.width=4",
         "sam.embed_dim=8",

@@ -9,5 +9,6 @@ from anatssl.methods import s2dc  # noqa: F401  isort: skip
 from anatssl.methods import alice  # noqa: F401  isort: skip
 from anatssl.methods import simmim  # noqa: F401  isort: skip
 from anatssl.methods import modelsgenesis  # noqa: F401  isort: skip
+from anatssl.methods import voco  # noqa: F401  isort: skip
 
 __all__ = ["METHODS", "SSLMethod", "build_method", "register_method"]
