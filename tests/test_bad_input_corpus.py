@@ -348,6 +348,23 @@ def _config_file(name: str, text: str, says: list[str]) -> Case:
     return Case(name, build)
 
 
+def _config_binary(tmp: Path) -> tuple[list[str], list[str]]:
+    cfg = tmp / "my.yaml"
+    cfg.write_bytes(gzip.compress(b"train: {max_steps: 3}\n" * 50))
+    return pretrain(scans(tmp / "data"), tmp / "run", "--config", str(cfg)), [
+        str(cfg),
+        "not a YAML text file",
+    ]
+
+
+def _classification_rank_deficient(tmp: Path) -> tuple[list[str], list[str]]:
+    root = labelled(tmp / "data")
+    bad = scan(root / "imagesTr" / "case_2.nii.gz", affine=rank_deficient())
+    argv = finetune(root, tmp / "ft", "split.n_test=2", "classification.input_size=[32,32,32]")
+    argv[argv.index("segmentation")] = "classification"
+    return argv, [str(bad), "degenerate"]
+
+
 def _config_file_missing(tmp: Path) -> tuple[list[str], list[str]]:
     cfg = tmp / "nope.yaml"
     return pretrain(scans(tmp / "data"), tmp / "run", "--config", str(cfg)), [str(cfg), "does not exist"]
@@ -413,6 +430,8 @@ CASES = [
     cfg_case("unknown-preset", ["--preset", "huge"], ["huge", "available presets"]),
     _config_file("config-not-yaml", "train: [max_steps: 3\n", ["not valid YAML"]),
     _config_file("config-not-mapping", "- 1\n- 2\n", ["mapping"]),
+    Case("config-is-binary", _config_binary),
+    Case("classification-image-rank-deficient", _classification_rank_deficient),
     Case("config-file-missing", _config_file_missing),
     ft_cfg_case("ft-n-test-zero", ["split.n_test=0"], ["split.n_test must be >= 1"]),
     ft_cfg_case("ft-roi-not-32", ["segmentation.roi_size=[48,48,48]"], ["segmentation.roi_size", "32"]),

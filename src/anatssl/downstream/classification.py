@@ -152,7 +152,7 @@ def classification_scores(y: np.ndarray, scores: np.ndarray) -> dict[str, float]
 def prepare(cfg: FinetuneConfig, data: str | Path) -> dict[str, Any]:
     """Read the dataset, split it, load the volumes: what fine-tuning and probing share."""
     cases, _ = read_labelled_dataset(data, need_labels=False)
-    check_case_files(cases, cfg.data.max_voxels)
+    check_case_files(cases, cfg.data.max_voxels, labels=False)
     y = read_classes(cases, cfg.classification.label_key, str(data))
     tr, te = stratified_split(y, cfg.split)
     x = load_volumes(cfg, [cases[i] for i in np.concatenate([tr, te])])

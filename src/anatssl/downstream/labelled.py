@@ -111,13 +111,16 @@ def read_labelled_dataset(
     return cases, label_map
 
 
-def check_case_files(cases: list[LabelledCase], max_voxels: int = DEFAULT_MAX_VOXELS) -> None:
+def check_case_files(
+    cases: list[LabelledCase], max_voxels: int = DEFAULT_MAX_VOXELS, labels: bool = True
+) -> None:
     """From the headers, before any volume is decoded: each image's (and label's) voxel count and affine,
     and each label on its image's grid (shape and affine within 0.01 mm): :mod:`anatssl.data.header`.
+    ``labels=False``: images only (classification does not read the label maps).
 
     Fine-tuning refuses such a dataset rather than skipping the case: the fixed split would change."""
     for c in cases:
-        if c.label is None:
+        if c.label is None or not labels:
             check_header(c.image, "image", max_voxels)
         else:
             check_label_grid(c.image, c.label, max_voxels)

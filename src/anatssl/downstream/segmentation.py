@@ -44,6 +44,7 @@ from anatssl.downstream.overlays import save_overlay
 from anatssl.downstream.report import write_metrics_json
 from anatssl.downstream.weights import InitSource, encoder_prefixes, load_backbone_weights, resolve_init
 from anatssl.engine import distributed as D
+from anatssl.engine.checkpoint import atomic_torch_save
 from anatssl.engine.device import autocast, resolve_device
 from anatssl.engine.precision import precision_name, resolve_amp
 from anatssl.errors import ConfigError
@@ -368,8 +369,7 @@ def finetune_segmentation(
     }
     write_metrics_json(metrics, out)
     if cfg.train.save_model:
-        tmp = out / "model.pt.tmp"
-        torch.save(
+        atomic_torch_save(  # a full disk leaves no half-written model.pt and names it
             {
                 "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
                 "anatssl": {
@@ -378,9 +378,8 @@ def finetune_segmentation(
                     "model": finetune_config_to_dict(cfg)["model"],
                 },
             },
-            tmp,
+            out / "model.pt",
         )
-        tmp.replace(out / "model.pt")
     log.info(
         "segmentation (%s, %s weights): mean Dice %.4f, mean HD95 %.2f mm on %d held-out volumes",
         metrics["precision"],
