@@ -3,6 +3,7 @@ a checkpoint write killed half-way left behind."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -123,6 +124,8 @@ def test_temp_files_of_a_write_killed_mid_way_are_removed_at_start(
     (ckpts / ".step_0000002.pt.k3j9x.tmp").write_bytes(b"half")  # a periodic copy cut short
     unrelated = ckpts / "notes.tmp"
     unrelated.write_text("mine")
+    with (run / "metrics.jsonl").open("a") as f:  # the killed run's last row, cut short mid-write
+        f.write('{"step": 2, "loss": 0.5')
     time.sleep(0.01)
 
     assert main([*_args(synth_data, run), "--resume"]) == 0
@@ -131,3 +134,5 @@ def test_temp_files_of_a_write_killed_mid_way_are_removed_at_start(
     removed = [r.getMessage() for r in anatssl_log.records if r.getMessage().startswith("removed ")]
     assert len(removed) == 2 and any(orphans[0].name in m for m in removed)
     assert load_checkpoint(ckpts / "last.pt")["step"] == 3
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]

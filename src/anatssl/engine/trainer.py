@@ -96,10 +96,18 @@ def _build_source(cfg: PretrainConfig, data: Any, out_dir: Path) -> Any:
 
 
 def _truncate_metrics(path: Path, start_step: int) -> None:
-    """On resume, drop rows logged after the checkpoint the run resumes from."""
+    """On resume, drop rows logged after the checkpoint the run resumes from, and a row that a kill
+    cut short (not valid JSON)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", start_step + 1) <= start_step:
+            keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
