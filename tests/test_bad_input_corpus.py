@@ -680,6 +680,36 @@ def test_disk_full_keeps_the_previous_checkpoint_and_names_the_path(
     assert not temp_leftovers(tmp_path)
 
 
+def test_disk_full_while_logging_names_metrics_jsonl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """metrics.jsonl's writes fail with ENOSPC (the file object's own error names no file)."""
+    from anatssl.engine.logger import RunLogger
+
+    class FullDisk:
+        def __init__(self, f: object) -> None:
+            self._f = f
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            self._f.close()  # type: ignore[attr-defined]
+
+    real_enter = RunLogger.__enter__
+
+    def enter(self: RunLogger) -> RunLogger:
+        self._file = FullDisk(self._file)  # type: ignore[assignment]
+        return real_enter(self)
+
+    monkeypatch.setattr(RunLogger, "__enter__", enter)
+    run_dir = tmp_path / "run"
+    code, output = run(pretrain(scans(tmp_path / "data"), run_dir), capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in output, output
+    assert f"{run_dir / 'metrics.jsonl'}: no space left on the device" in output, output
+    assert not temp_leftovers(tmp_path)
+
+
 # -- --debug and ANATSSL_DEBUG show the traceback; without them, none --------------------------------
 @pytest.mark.parametrize("how", ["flag-after", "flag-before", "env"])
 def test_debug_shows_the_traceback(

@@ -108,7 +108,10 @@ class RunLogger:
         if not self.enabled:
             return
         assert self._file is not None
-        self._file.write(json.dumps(row) + "\n")
+        try:
+            self._file.write(json.dumps(row) + "\n")
+        except OSError as e:  # a full disk: say which file (the bare error from write() names none)
+            raise OSError(e.errno, e.strerror, str(self.metrics_path)) from e
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
