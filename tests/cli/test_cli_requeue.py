@@ -116,3 +116,39 @@ def test_signals_save_and_resume_auto_reaches_the_uninterrupted_weights(
     assert a["step"] == b["step"] == STEPS
     diff = max((a["model"][k].float() - b["model"][k].float()).abs().max().item() for k in a["model"])
     assert diff < 1e-5, diff
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_whole_process_group_with_loader_workers(synth_data: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches every process of the foreground group, DataLoader workers included:
+    the workers leave it to the training process, which saves and exits 130 without a traceback."""
+    run = tmp_path / "run"
+    cmd = [*_command(synth_data, run), "data.num_workers=1"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"},
+        start_new_session=True,  # its own process group, as a terminal job has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.time() + 600
+        while _logged_steps(run) < 2:
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"no 2 steps: {proc.communicate()[1][-3000:] if proc.poll() is not None else ''}")
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "worker" not in err.lower(), err
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert 2 <= step < STEPS
+    _finish(cmd)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))

@@ -44,6 +44,9 @@ class RunInterrupted(AnatsslError, RuntimeError):
         self.step = step
         self.exit_code = 128 + signum
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled across processes (the benchmark's worker pool)
+        return (type(self), (str(self), self.signum, self.step))
+
 
 class StopSignals:
     """Context manager: record the first stop signal in :attr:`received` (0 while none came)."""
@@ -76,6 +79,14 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores the stop signals, which the training process
+    alone acts on. A Ctrl-C in a terminal or a cluster's signal reaches every process of the job; a
+    worker that died of it would otherwise make the loader raise in the middle of a step."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def signal_name(signum: int) -> str:

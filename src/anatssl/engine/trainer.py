@@ -47,7 +47,7 @@ from anatssl.engine.device import autocast, resolve_device, to_device
 from anatssl.engine.logger import RunLogger, setup_console_logging
 from anatssl.engine.runlock import hold_run_lock, run_lock
 from anatssl.engine.schedules import cosine_schedule, warmup_cosine
-from anatssl.engine.signals import RunInterrupted, StopSignals, signal_name
+from anatssl.engine.signals import RunInterrupted, StopSignals, ignore_stop_signals, signal_name
 from anatssl.engine.sync_batchnorm import convert_sync_batchnorm
 from anatssl.errors import CheckpointError, ConfigError, TrainingError
 from anatssl.methods import SSLMethod, build_method
@@ -304,6 +304,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             prefetch_factor=2 if nw > 0 else None,
+            worker_init_fn=ignore_stop_signals if nw > 0 else None,
             # its own generator: creating the iterator must not draw from the global torch RNG,
             # which a resume has just restored (dropout / drop-path would otherwise shift)
             generator=torch.Generator().manual_seed(cfg.seed),
