@@ -628,44 +628,53 @@ def test_the_corpus_covers_every_class_of_issue_18() -> None:
 
 
 # -- the disk fills up while a checkpoint is written -------------------------------------------------
+class FullDisk:
+    """A file whose writes fail with ENOSPC once 4 KiB have gone through, as on a disk that fills up."""
+
+    def __init__(self, f: object) -> None:
+        self._f = f
+        self._n = 0
+
+    def write(self, b: bytes) -> int:
+        self._n += len(b)
+        if self._n > 4096:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._f.write(b)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()  # type: ignore[attr-defined]
+
+
+def full_disk_on(monkeypatch: pytest.MonkeyPatch, fragment: str, nth: int = 1) -> None:
+    """The ``nth`` file :func:`atomic_torch_save` opens whose temp name holds ``fragment`` fills the disk;
+    torch.save itself runs for real (and wraps the failure in its RuntimeError)."""
+    real_fdopen = os.fdopen
+    seen = [0]
+
+    def fdopen(fd: int, *args: object, **kwargs: object) -> object:
+        f = real_fdopen(fd, *args, **kwargs)  # type: ignore[call-overload]
+        if fragment in os.readlink(f"/proc/self/fd/{fd}"):
+            seen[0] += 1
+            if seen[0] == nth:
+                return FullDisk(f)
+        return f
+
+    monkeypatch.setattr(checkpoint_mod.os, "fdopen", fdopen)
+
+
 def test_disk_full_keeps_the_previous_checkpoint_and_names_the_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second checkpoint write hits ENOSPC inside torch.save (a real torch.save into a file whose
     writes fail after 4 KiB, as on a full disk): the run ends with one line naming last.pt, and the
     first checkpoint is intact."""
-    real_fdopen = os.fdopen
-    writes = {"checkpoints": 0}
-
-    class FullDisk:
-        def __init__(self, f: object) -> None:
-            self._f = f
-            self._n = 0
-
-        def write(self, b: bytes) -> int:
-            self._n += len(b)
-            if self._n > 4096:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self._f.write(b)  # type: ignore[attr-defined]
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self._f, name)
-
-        def __enter__(self) -> FullDisk:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self._f.close()  # type: ignore[attr-defined]
-
-    def fdopen(fd: int, *args: object, **kwargs: object) -> object:
-        f = real_fdopen(fd, *args, **kwargs)  # type: ignore[call-overload]
-        if ".last.pt." in os.readlink(f"/proc/self/fd/{fd}"):
-            writes["checkpoints"] += 1
-            if writes["checkpoints"] == 2:
-                return FullDisk(f)
-        return f
-
-    monkeypatch.setattr(checkpoint_mod.os, "fdopen", fdopen)
+    full_disk_on(monkeypatch, ".last.pt.", nth=2)
     run_dir = tmp_path / "run"
     code, output = run(
         pretrain(scans(tmp_path / "data"), run_dir, "train.max_steps=3", "train.ckpt_every=1"),
@@ -678,6 +687,43 @@ def test_disk_full_keeps_the_previous_checkpoint_and_names_the_path(
     assert f"{last}: no space left on the device" in output and "ENOSPC" in output, output
     assert torch.load(last, weights_only=True)["step"] == 1  # the previous checkpoint survived, whole
     assert not temp_leftovers(tmp_path)
+
+
+def test_disk_full_during_export_names_the_file_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    swin = ("model.backbone=swin", "model.feature_size=12", "train.max_steps=1", "train.batch_size=1")
+    assert run(pretrain(scans(tmp_path / "data"), run_dir, *swin), capsys, monkeypatch)[0] == 0
+    full_disk_on(monkeypatch, ".encoder.pt.")
+    target = tmp_path / "export" / "encoder.pt"
+    code, output = run(
+        ["export", "--run", str(run_dir), "--format", "safetensors", "--out", str(target)],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0 and target.is_file(), output  # safetensors does not go through torch.save
+    target.unlink()
+    code, output = run(
+        ["export", "--run", str(run_dir), "--format", "monai-swinunetr", "--out", str(target)],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and "Traceback" not in output, output
+    assert f"{target}: no space left on the device" in output, output
+    assert not target.exists() and not temp_leftovers(tmp_path)
+
+
+def test_torch_writer_failure_without_an_errno_is_one_line() -> None:
+    """torch.save(obj, path) writes from C++: a full disk surfaces only as this RuntimeError (seen with
+    torch 2.13 writing to /dev/full), with no errno and no path."""
+    from anatssl.errors import user_message
+
+    e = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    e.__context__ = RuntimeError("basic_ios::clear: iostream error")
+    message = user_message(e, fallback_path="runs/a")
+    assert message is not None and message.startswith("writing a PyTorch file under runs/a failed part-way")
+    assert user_message(RuntimeError("CUDA error: device-side assert triggered")) is None
 
 
 def test_disk_full_while_logging_names_metrics_jsonl(

@@ -38,6 +38,10 @@ _ERRNO_ADVICE = {
 }
 
 
+_TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed")
+"""What torch.save's C++ writer says when a write to a path fails (it keeps the errno to itself)."""
+
+
 def load_failure_reason(e: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in one line for the user.
 
@@ -93,10 +97,12 @@ def user_message(e: BaseException, fallback_path: str | None = None) -> str | No
     """
     import pickle
 
-    seen: set[int] = set()
+    chain: list[BaseException] = []  # the error, then what it wraps
     cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:  # the error, then what it wraps
-        seen.add(id(cur))
+    while cur is not None and all(cur is not c for c in chain):
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for cur in chain:
         if isinstance(cur, AnatsslError):
             return str(cur)
         if isinstance(cur, OSError):
@@ -113,5 +119,12 @@ def user_message(e: BaseException, fallback_path: str | None = None) -> str | No
                 "out of memory: a scan or a batch is larger than this machine holds; lower "
                 "train.batch_size or the crop / roi sizes, or data.max_voxels to skip very large scans"
             )
-        cur = cur.__cause__ or cur.__context__
+    for cur in chain:  # only when nothing below names the cause: torch's C++ writer keeps the errno
+        if isinstance(cur, RuntimeError) and any(t in str(cur) for t in _TORCH_WRITE_FAILURES):
+            where = f" under {fallback_path}" if fallback_path else ""
+            return (
+                f"writing a PyTorch file{where} failed part-way ({str(cur).splitlines()[0][:80]}): usually a "
+                "full disk or quota; free space or write elsewhere (--out). Files anatssl writes atomically "
+                "keep their previous version"
+            )
     return None

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from anatssl.downstream.channels import ChannelPolicy, adapt_state_dict
-from anatssl.engine.checkpoint import group_keys
+from anatssl.engine.checkpoint import atomic_torch_save, group_keys
 from anatssl.errors import CheckpointError, load_failure_reason
 
 EXPORT_FORMATS = ("monai-swinunetr", "safetensors")
@@ -339,14 +339,18 @@ def export_run(
     meta = {**meta, "format": fmt, "encoder_only": encoder_only}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     if fmt == "safetensors":
         from safetensors.torch import save_file
 
-        save_file(tensors, str(tmp), metadata={"anatssl": json.dumps(meta, default=str)})
-    else:
-        torch.save({"state_dict": tensors, "anatssl": json.loads(json.dumps(meta, default=str))}, tmp)
-    tmp.replace(out)
+        tmp = out.with_name(out.name + ".tmp")
+        try:
+            save_file(tensors, str(tmp), metadata={"anatssl": json.dumps(meta, default=str)})
+            tmp.replace(out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    else:  # a full disk names the file and leaves neither a half-written file nor a temp one
+        atomic_torch_save({"state_dict": tensors, "anatssl": json.loads(json.dumps(meta, default=str))}, out)
     return out, len(tensors)
 
 
