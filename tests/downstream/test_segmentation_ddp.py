@@ -62,3 +62,30 @@ def test_two_process_segmentation_finetuning_through_the_cli(synthetic_dataset: 
     if metrics["selection"]["step"] == 4:  # the last weights were selected: the file holds them
         total = sum(float(t.double().sum()) for t in saved.values())
         assert total == pytest.approx(sums[0], rel=1e-12)
+
+
+def test_single_process_tasks_refuse_to_run_under_torchrun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """classification in a process whose environment (as torchrun sets it) makes it 1 of 2: refused
+    with exit 2 and one line, before anything is written (each rank would run the whole task into --out)."""
+    from anatssl.cli.main import main
+
+    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "cls"
+    argv = [
+        "finetune",
+        "--task",
+        "classification",
+        "--data",
+        str(tmp_path),
+        "--init",
+        "scratch",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--task classification runs in one process" in err and "Traceback" not in err
+    assert not out.exists()

@@ -1,17 +1,21 @@
 """One entry point for every fine-tuning task: ``run_finetune(cfg, data, init, out) -> metrics``.
 
 ``out`` is locked for the run (``out/run.lock``, :mod:`anatssl.engine.runlock`): a second fine-tuning
-(or pretraining) into the same folder is refused, naming the process that owns it.
+(or pretraining) into the same folder is refused, naming the process that owns it. Under torchrun only
+segmentation fine-tuning runs (DDP); the other tasks are single-process and refuse to start there.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from anatssl.downstream.config import FinetuneConfig
 from anatssl.downstream.weights import InitSource, resolve_init
+from anatssl.engine.distributed import launched_by_torchrun
 from anatssl.engine.runlock import run_lock
+from anatssl.errors import ConfigError
 
 
 def run_finetune(
@@ -19,6 +23,12 @@ def run_finetune(
 ) -> dict[str, Any]:
     """Dispatch on ``cfg.task`` (segmentation | classification | probe | segmentation-probe |
     label-transfer); writes ``out_dir/metrics.json``."""
+    if cfg.task != "segmentation" and launched_by_torchrun():
+        raise ConfigError(
+            f"--task {cfg.task} runs in one process, but this is one of {os.environ['WORLD_SIZE']} torchrun "
+            "processes (each would run the whole task into the same --out); start it without torchrun. "
+            "Only --task segmentation fine-tunes under DDP (docs/scaling.md)"
+        )
     init = resolve_init(init) if isinstance(init, str) else init
     with run_lock(out_dir):
         return _dispatch(cfg, data, init, out_dir)
