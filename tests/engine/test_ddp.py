@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -168,11 +169,9 @@ sys.exit(code)
 """
 
 
-@needs_torchrun
-@pytest.mark.slow
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
-    """SIGUSR1 reaches only rank 1 (as when a cluster signals one task): the ranks agree on it at the
-    step boundary, stop together, rank 0 saves that step, and each exits 138."""
+def _stop_run(tmp_path: Path, send: Callable[[subprocess.Popen[str], Path], None]) -> tuple[list[dict], str]:
+    """A long 2-process torchrun run; after 2 logged steps ``send(torchrun, run)`` signals it; -> what
+    each rank reported when it stopped, and torchrun's stderr."""
     script = tmp_path / "stop.py"
     script.write_text(STOP_SCRIPT.format(tests=str(Path(__file__).parents[1])))
     run = tmp_path / "run"
@@ -193,15 +192,36 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) 
             if proc.poll() is not None or time.time() > deadline:
                 pytest.fail(f"no 2 steps: {proc.communicate()[1][-3000:] if proc.poll() is not None else ''}")
             time.sleep(0.05)
-        os.kill(int((run / "pid1").read_text()), signal.SIGUSR1)
+        send(proc, run)
         _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    assert proc.returncode != 0  # torchrun reports its workers' non-zero exits (or its own signal)
     stopped = [json.loads((run / f"stopped{r}.json").read_text()) for r in (0, 1)]
-    assert [s["code"] for s in stopped] == [138, 138], err[-3000:]
-    assert stopped[0]["step"] == stopped[1]["step"] >= 2
+    assert stopped[0]["step"] == stopped[1]["step"] >= 2, err[-3000:]
     assert stopped[0]["checksum"] == pytest.approx(stopped[1]["checksum"], rel=1e-6)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == stopped[0]["step"]
     assert not (run / "run.lock").exists()
+    return stopped, err
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    """SIGUSR1 reaches only rank 1 (as when a cluster signals one task): the ranks agree on it at the
+    step boundary, stop together, rank 0 saves that step, and each exits 138."""
+    stopped, err = _stop_run(
+        tmp_path, lambda _, run: os.kill(int((run / "pid1").read_text()), signal.SIGUSR1)
+    )
+    assert [s["code"] for s in stopped] == [138, 138], err[-3000:]
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_sigterm_to_torchrun_is_passed_on_and_the_run_saves(tmp_path: Path) -> None:
+    """`kill` / `scancel` to the torchrun agent: it passes SIGTERM on to its workers, which save the
+    step they agree on and exit 143 before the agent's shutdown timeout."""
+    stopped, err = _stop_run(tmp_path, lambda proc, _: proc.send_signal(signal.SIGTERM))
+    assert [s["code"] for s in stopped] == [143, 143], err[-3000:]
