@@ -42,8 +42,8 @@ class SwinSSLConfig:
     contrast_weight: float = 1.0
     inpaint_weight: float = 1.0
     gather_negatives: bool = True
-    """Under DDP, NT-Xent's negatives come from every rank (a gather with a backward; Tang et al.'s
-    code uses the per-GPU batch only). With 8 GPUs x batch 4 an anchor sees 62 negatives instead of
+    """Under DDP, NT-Xent's negatives come from every rank (a gather with a backward; ``false``: the
+    per-GPU batch only). With 8 GPUs x batch 4 an anchor sees 62 negatives instead of
     6, and the loss and gradients are those of one process on the whole batch. No effect on one
     process."""
 
