@@ -127,8 +127,7 @@ class Trainer:
         if self.last_path.exists() and not resume:
             raise ConfigError(
                 f"{self.out_dir} already holds a run ({self.last_path.relative_to(self.out_dir)}); pass "
-                "--resume to continue it "
-                "or choose another --out"
+                "--resume (or --resume auto) to continue it, or choose another --out"
             )
         if resume and not self.last_path.exists():
             raise CheckpointError(f"--resume: {self.last_path} does not exist; start without --resume")
