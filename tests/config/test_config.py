@@ -86,3 +86,25 @@ def test_crop_not_fitting_backbone_stride_is_rejected() -> None:
     )
     with pytest.raises(ConfigError, match="divisible by 32"):
         build_method(cfg)
+
+
+def test_setting_declares_a_range_the_loader_checks() -> None:
+    """A method's own section declares ranges the same way (``config.loader.setting``)."""
+    from dataclasses import dataclass
+
+    from anatssl.config.loader import from_dict, setting
+
+    @dataclass
+    class Params:
+        crop: tuple[int, ...] = setting((64, 64, 64), ge=32)
+        momentum: float = setting(0.996, ge=0, le=1)
+        queue: int | None = setting(None, gt=0)
+
+    assert from_dict(Params, {"crop": [32, 96, 64], "momentum": 1, "queue": None}).crop == (32, 96, 64)
+    assert from_dict(Params, {}).momentum == 0.996  # defaults are not re-checked
+    with pytest.raises(ConfigError, match=r"every value of ssl.crop must be >= 32, got \[64, 16, 64\]"):
+        from_dict(Params, {"crop": [64, 16, 64]}, "ssl")
+    with pytest.raises(ConfigError, match=r"ssl.momentum must be >= 0 and <= 1, got 1.5"):
+        from_dict(Params, {"momentum": 1.5}, "ssl")
+    with pytest.raises(ConfigError, match=r"ssl.queue must be > 0, got 0"):
+        from_dict(Params, {"queue": 0}, "ssl")
