@@ -338,7 +338,7 @@ def load_preprocessed(path: str | Path, data: DataConfig) -> Volume:
     from anatssl.data.io import read_volume
     from anatssl.data.presets import preprocess
 
-    return preprocess(read_volume(path), data)
+    return preprocess(read_volume(path, max_voxels=data.max_voxels), data)
 
 
 def progress_bar(enabled: bool) -> Any:

@@ -353,7 +353,7 @@ def load_split(
     cases, label_map = read_labelled_dataset(data, need_labels=True)
     split = dataclasses.replace(cfg.split, labeled=max_labeled)
     train, test = split_cases(cases, split)
-    check_label_values(train + test, label_map)
+    check_label_values(train + test, label_map, cfg.data.max_voxels)
     items = {it.image.resolve(): it for it in discover(data)}
     missing = [c.image for c in train + test if c.image.resolve() not in items]
     if missing:
