@@ -29,22 +29,25 @@ from anatssl.models.backbones import BACKBONES, build_backbone
 
 NAMES = BACKBONES.names()
 SMALL_FEATURES = 12
+SMALL_VARIANT = {"resenc": "tiny"}
+"""Backbones sized by a named variant (``model.variant``) rather than ``feature_size``: their CPU one."""
 
 
 @cache
 def small_model(name: str) -> ModelConfig:
-    """The backbone at feature size 12 if it builds with that, else at its default size."""
+    """The backbone at feature size 12 (or its small variant) if it builds so, else at its default size."""
     try:
-        cfg = ModelConfig(backbone=name, feature_size=SMALL_FEATURES)
+        cfg = ModelConfig(backbone=name, feature_size=SMALL_FEATURES, variant=SMALL_VARIANT.get(name, ""))
         build_backbone(cfg)
     except (AnatsslError, ValueError):
-        cfg = ModelConfig(backbone=name)
+        cfg = ModelConfig(backbone=name, variant=SMALL_VARIANT.get(name, ""))
     return cfg
 
 
 def model_overrides(name: str) -> list[str]:
     cfg = small_model(name)
-    return [f"model.backbone={cfg.backbone}", f"model.feature_size={cfg.feature_size}"]
+    variant = [f"model.variant={cfg.variant}"] if cfg.variant else []
+    return [f"model.backbone={cfg.backbone}", f"model.feature_size={cfg.feature_size}", *variant]
 
 
 def tiny_finetune(name: str) -> list[str]:

@@ -13,20 +13,28 @@ from anatssl.errors import ConfigError
 from anatssl.models.backbones import BACKBONES, build_backbone, tokens
 
 NAMES = BACKBONES.names()
+SMALL_VARIANT = {"resenc": "tiny"}
+"""Backbones whose widths come from a named variant (``model.variant``), not from ``feature_size``."""
+
+
+def small(name: str, **kw: object) -> ModelConfig:
+    return ModelConfig(backbone=name, feature_size=12, variant=SMALL_VARIANT.get(name, ""), **kw)  # type: ignore[arg-type]
 
 
 def test_registry_has_the_documented_backbones() -> None:
-    assert {"swin", "conv"} <= set(NAMES)
+    assert {"swin", "conv", "resenc"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_channels_and_every_parameter_gets_a_gradient(name: str) -> None:
     torch.manual_seed(0)
     fs = 12
-    net = build_backbone(ModelConfig(backbone=name, feature_size=fs))
-    assert net.feature_channels == [fs, 2 * fs, 4 * fs, 8 * fs, 16 * fs]
+    net = build_backbone(small(name))
+    if name not in SMALL_VARIANT:  # widths from feature_size (resenc's: tests/models/test_resenc.py)
+        assert net.feature_channels == [fs, 2 * fs, 4 * fs, 8 * fs, 16 * fs]
+        assert net.decoder_channels == [8 * fs, 4 * fs, 2 * fs, fs, fs]
+    assert len(net.feature_channels) == len(net.decoder_channels) == 5
     assert net.feature_strides == [2, 4, 8, 16, 32]
-    assert net.decoder_channels == [8 * fs, 4 * fs, 2 * fs, fs, fs]
     assert net.decoder_strides == [16, 8, 4, 2, 1]
     assert net.input_multiple == 32
     shape = (32, 64, 32)
@@ -54,7 +62,7 @@ def test_shapes_channels_and_every_parameter_gets_a_gradient(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_check_input_rejects_sizes_off_the_stride(name: str) -> None:
-    net = build_backbone(ModelConfig(backbone=name, feature_size=12))
+    net = build_backbone(small(name))
     net.check_input((64, 96, 32))
     with pytest.raises(ConfigError, match=r"\(64, 90, 32\).*multiple of 32"):
         net.check_input((64, 90, 32), where="data.crop_size")
@@ -63,7 +71,7 @@ def test_check_input_rejects_sizes_off_the_stride(name: str) -> None:
 
 
 def test_unknown_backbone_lists_the_registered_names() -> None:
-    with pytest.raises(ConfigError, match="conv.*swin"):
+    with pytest.raises(ConfigError, match="conv.*resenc.*swin"):
         build_backbone(ModelConfig(backbone="vit_huge"))
 
 

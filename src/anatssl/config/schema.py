@@ -41,6 +41,9 @@ class ModelConfig:
     """The shared backbone every method trains (see ``anatssl.models.backbones``)."""
 
     backbone: str = "swin"
+    variant: str = ""
+    """A backbone's named size where it has a table of them: ``resenc``: ``L`` (default, nnU-Net ResEnc L),
+    ``M``, ``tiny`` (widths and blocks from the table; ``feature_size`` is not read). Others ignore it."""
     feature_size: int = setting(48, ge=1)
     depths: tuple[int, ...] = setting((2, 2, 2, 2), ge=1)
     num_heads: tuple[int, ...] = setting((3, 6, 12, 24), ge=1)
