@@ -24,9 +24,9 @@ def nnunet_network(arch: dict[str, Any], in_channels: int, num_classes: int) -> 
     for key in arch["_kw_requires_import"]:
         if kwargs[key] is not None:
             kwargs[key] = pydoc.locate(kwargs[key])
-    cls = pydoc.locate(arch["network_class_name"])
+    cls: Any = pydoc.locate(arch["network_class_name"])
     assert cls is ResidualEncoderUNet
-    return cls(input_channels=in_channels, num_classes=num_classes, deep_supervision=True, **kwargs)  # type: ignore[misc,operator]
+    return cls(input_channels=in_channels, num_classes=num_classes, deep_supervision=True, **kwargs)
 
 
 def test_tiny_shapes_at_every_stage_by_hand() -> None:

@@ -34,15 +34,16 @@ from anatssl.downstream.channels import ChannelPolicy, adapt_state_dict
 from anatssl.engine.checkpoint import atomic_torch_save, group_keys
 from anatssl.errors import CheckpointError, load_failure_reason
 
-EXPORT_FORMATS = ("monai-swinunetr", "safetensors")
+EXPORT_FORMATS = ("monai-swinunetr", "safetensors", "nnunet")
 
 _DROP_ON_EXPORT = ("recon_head.",)
 """Backbone parts that are SSL machinery, not part of a SwinUNETR."""
 
-_ENCODER_PREFIXES = {"swin": ("swinViT.",), "conv": ("down.",)}
+_ENCODER_PREFIXES = {"swin": ("swinViT.",), "conv": ("down.",), "resenc": ("encoder.",)}
 """Keys that must all be found when loading an encoder (the decoder may legitimately be absent)."""
 
-_CONTAINER_KEYS = ("state_dict", "model", "net", "network", "encoder_state_dict")
+_CONTAINER_KEYS = ("state_dict", "model", "net", "network", "encoder_state_dict", "network_weights")
+"""Where torch files keep the state dict; ``network_weights``: nnU-Net v2 (and our ``--format nnunet``)."""
 _STRIP_PREFIXES = ("module.", "model.", "backbone.", "student.backbone.")
 
 
@@ -310,9 +311,16 @@ def resolve_init(init: str | Path) -> InitSource:
 def export_state_dict(
     backbone_sd: Mapping[str, torch.Tensor], encoder_only: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Backbone state dict -> the exported tensors (SwinUNETR names; ``recon_head`` dropped)."""
+    """Backbone state dict -> the exported tensors (SwinUNETR names; ``recon_head`` dropped).
+
+    Every tensor is a copy of its own: ``resenc``'s state dict names some tensors twice (nnU-Net's
+    ``ConvDropoutNormReLU`` holds each conv as ``conv`` and ``all_modules.0``; its decoder keeps the
+    encoder as ``decoder.encoder``), which safetensors refuses to write as shared memory.
+    """
     out = {
-        k: v.detach().cpu().contiguous() for k, v in backbone_sd.items() if not k.startswith(_DROP_ON_EXPORT)
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for k, v in backbone_sd.items()
+        if not k.startswith(_DROP_ON_EXPORT)
     }
     if encoder_only:
         out = {k: v for k, v in out.items() if k.startswith("swinViT.")}
@@ -320,9 +328,15 @@ def export_state_dict(
 
 
 def export_run(
-    run_dir: str | Path, fmt: str, out: str | Path, encoder_only: bool = False
+    run_dir: str | Path,
+    fmt: str,
+    out: str | Path,
+    encoder_only: bool = False,
+    patch_size: tuple[int, ...] | None = None,
 ) -> tuple[Path, int]:
-    """Write a run's encoder as ``monai-swinunetr`` (torch ``{"state_dict", "anatssl"}``) or safetensors.
+    """Write a run's encoder as ``monai-swinunetr`` (torch ``{"state_dict", "anatssl"}``), safetensors,
+    or ``nnunet`` (torch ``{"network_weights", "anatssl"}`` + ``<out stem>.plans.json``, resenc runs:
+    :mod:`anatssl.downstream.nnunet`; ``patch_size`` is that fragment's).
 
     Returns (path written, number of tensors). The file is written to a temporary name and renamed.
     """
@@ -335,8 +349,18 @@ def export_run(
             f"{run_dir} trained the {backbone!r} backbone, which has no MONAI SwinUNETR counterpart; "
             "export it with --format safetensors"
         )
+    if fmt == "nnunet" and encoder_only:
+        raise CheckpointError(
+            "--format nnunet writes the whole network: nnU-Net's -pretrained_weights requires every tensor "
+            "but the segmentation layers; drop --encoder-only"
+        )
     tensors = export_state_dict(sd, encoder_only=encoder_only)
     meta = {**meta, "format": fmt, "encoder_only": encoder_only}
+    if fmt == "nnunet":
+        from anatssl.downstream.nnunet import write_nnunet_export
+
+        path, _ = write_nnunet_export(tensors, meta, out, patch_size)
+        return path, len(tensors)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
