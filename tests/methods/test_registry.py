@@ -62,6 +62,23 @@ SMALLEST: dict[str, list[str]] = {
 }
 
 
+RESENC = ["model.backbone=resenc", "model.variant=tiny"]
+ON_RESENC: dict[str, list[str]] = {
+    "swinssl": [*RESENC, "swinssl.crop_size=[64,64,64]", "swinssl.proj_dim=16"],
+    "simmim": [*RESENC, "simmim.crop_size=[64,64,64]"],
+    "s2dc": [*RESENC, *(o.replace("s2dc.crop=32", "s2dc.crop=64") for o in SMALLEST["s2dc"][len(CONV) :])],
+    "alice": [
+        *RESENC,
+        *(o.replace("alice.crop_size=32", "alice.crop_size=64") for o in SMALLEST["alice"][len(CONV) :]),
+    ],
+    "modelsgenesis": [*RESENC, "modelsgenesis.crop_size=[64,64,64]", "modelsgenesis.shuffle_blocks=100"],
+    "voco": [*RESENC, "voco.grid=2", "voco.crop_size=[64,64,64]", "voco.proj_hidden=32", "voco.proj_dim=16"],
+}
+"""Every method that trains the shared backbone, on nnU-Net's residual encoder U-Net (``resenc`` tiny):
+64^3 crops, because resenc's InstanceNorm needs more than one voxel at stride 32. ``sam`` trains its own
+network (the ``model`` section is not read), so it has no entry."""
+
+
 class _Blobs:
     """Three smooth-blob volumes (72 x 70 x 40, values in [0, 1]): structure for every method's views."""
 
@@ -155,3 +172,28 @@ def test_checkpoint_round_trip_restores_identical_outputs(name: str, tmp_path: P
     assert out_a.keys() == out_b.keys()
     for k in out_a:
         torch.testing.assert_close(out_b[k], out_a[k], rtol=0, atol=0, msg=f"{name}: {k}")
+
+
+def test_every_backbone_method_has_a_resenc_entry() -> None:
+    assert sorted(ON_RESENC) == [n for n in METHODS.names() if n != "sam"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in ("swinssl", "voco") else n for n in sorted(ON_RESENC)],
+)  # swinssl and voco only encode (deepest map, all maps): slow, to keep the default suite's growth ~30 s
+def test_one_step_on_resenc(name: str) -> None:
+    """The resenc backbone under every method: finite loss, every trainable parameter of the method
+    (backbone included) gets a finite gradient or is declared untrained (encoder-only methods)."""
+    torch.manual_seed(0)
+    method = build_method(load_pretrain_config(name, "tiny", None, [*ON_RESENC[name], "train.batch_size=2"]))
+    assert type(method.encoder()).__name__ == "ResEncBackbone"
+    method.train()
+    out = method.training_step(_batch(method), step=0)
+    assert math.isfinite(float(out["loss"])), out
+    out["loss"].backward()
+    skip = method.untrained_parameters()
+    trainable = [(n, p) for n, p in method.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None and not n.startswith(skip)]
+    assert not missing, f"{name} on resenc: no gradient for {missing[:8]}"
+    assert all(torch.isfinite(p.grad).all() for _, p in trainable if p.grad is not None)
