@@ -221,6 +221,14 @@ NOT_RUN: list[tuple[str, Callable[[tuple[str, ...]], bool], Callable[[tuple[str,
         ),
     ),
     (
+        "nnU-Net command",
+        lambda a: a[0].startswith("nnUNetv2_"),
+        lambda a: (
+            "nnU-Net v2 is not installed here; tests/downstream/test_nnunet_export.py builds the network "
+            "from the exported plan fragment and loads the export as nnU-Net's load_pretrained_weights does"
+        ),
+    ),
+    (
         "synopsis",
         _is_synopsis,
         lambda a: "usage synopsis with placeholders (`A|B`, `[--opt]`); the page's concrete examples run",
