@@ -281,6 +281,7 @@ TINY: dict[str, list[str]] = {
     "export": [],
     "benchmark": [],  # check suites only (see NOT_RUN): tiny by design
     "quickstart": ["--fast"],
+    "preprocess": ["--quiet"],
 }
 """Overrides appended per subcommand (``evaluate TASK`` may have its own row). 6 phantoms of 64^3 hold a
 4-volume labelled pool (``--labeled 4``) plus a 2-volume test split; 1 step of batch 1 per training."""
@@ -414,6 +415,9 @@ WRITES: dict[str, Callable[[tuple[str, ...]], None]] = {
     "export": lambda sub: _nonempty_file(_out(sub)),
     "benchmark": _check_benchmark,
     "quickstart": lambda sub: _nonempty_dir(_out(sub) / "report"),
+    "preprocess": lambda sub: _nonempty_file(
+        next(Path(_value(sub, "--data") or ".").glob(".anatssl_cache/packed-*/report.json"), Path("-"))
+    ),
 }
 """Per subcommand: the files it says it writes (its --help / docs), checked after it exits 0."""
 

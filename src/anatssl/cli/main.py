@@ -32,6 +32,7 @@ COMMANDS = [
     "match",
     "evaluate",
     "quickstart",
+    "preprocess",
 ]
 
 

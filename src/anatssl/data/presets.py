@@ -68,6 +68,11 @@ def check_data_config(cfg: DataConfig) -> None:
 
 def preset_key(cfg: DataConfig) -> str:
     """16 hex digits identifying everything that changes ``preprocess``'s output for this config."""
+    return hashlib.sha1(json.dumps(preset_spec(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def preset_spec(cfg: DataConfig) -> dict[str, object]:
+    """The settings :func:`preset_key` hashes, as a dict (so that a cache can say which one differs)."""
     check_data_config(cfg)
     spec: dict[str, object] = {
         "version": PRESET_VERSION,
@@ -81,7 +86,7 @@ def preset_key(cfg: DataConfig) -> str:
         spec["mri_percentiles"] = [float(v) for v in cfg.mri_percentiles]
     if cfg.foreground_crop:
         spec["crop"] = [FOREGROUND_LEVEL, SLAB_MIN_FRACTION, CROP_MARGIN]
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return spec
 
 
 def scale_intensity(image: np.ndarray, cfg: DataConfig, path: str = "<memory>") -> np.ndarray:

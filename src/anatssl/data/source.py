@@ -21,15 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from anatssl.config.schema import DataConfig
 from anatssl.data.cache import VolumeCache
 from anatssl.data.io import read_landmarks
 from anatssl.data.manifest import DataItem, discover
+from anatssl.data.packed import PackedCache, Status, fill, other_settings, source_stats
 from anatssl.data.presets import check_data_config
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
@@ -110,6 +109,9 @@ class VolumeSource:
             data, cache_dir if cache_dir is not None else data_cfg.cache_dir, fallback_cache_dir
         )
         self.cache = VolumeCache(root)
+        self.packed = PackedCache(root, data_cfg, channels, nan_policy)
+        """The compressed cache (``anatssl preprocess``) that :meth:`validate` fills and reads."""
+        self._packed_meta: dict[str, dict] = {}
         self.channels = channels
         self.nan_policy = nan_policy
         self._shapes: dict[str, tuple[int, int, int]] = {}
@@ -141,7 +143,11 @@ class VolumeSource:
     def _load(self, index: int) -> Volume:
         item = self.items[index]
         try:
-            vol = self.cache.get(item, self.data_cfg, self.channels, self.nan_policy)
+            packed = self._packed_meta.get(str(item.image))
+            if packed is not None:
+                vol = self.packed.open(item, self._fresh(item, packed))
+            else:
+                vol = self.cache.get(item, self.data_cfg, self.channels, self.nan_policy)
             if item.landmarks is not None:
                 vol.landmarks = read_landmarks(item.landmarks)
         except DataError:
@@ -156,6 +162,24 @@ class VolumeSource:
         self._shapes[str(item.image)] = vol.spatial_shape
         vol.meta["fields"] = dict(item.fields)
         return vol
+
+    def _fresh(self, item: DataItem, meta: dict) -> dict:
+        """``meta`` if the scan's files are as it records (one ``stat`` each), else the rebuilt entry's."""
+        try:
+            stats = source_stats(item)
+        except OSError as e:
+            what = (
+                "does not exist (any more)" if isinstance(e, FileNotFoundError) else f"cannot be read ({e})"
+            )
+            raise DataError(f"{item.image} {what}; restore it or remove it from the data") from e
+        if stats == meta.get("sources"):
+            return meta
+        st = self.packed.build(item)
+        if st.state != "ok" or st.meta is None:
+            self._packed_meta.pop(str(item.image), None)
+            raise DataError(st.reason)
+        self._packed_meta[str(item.image)] = st.meta
+        return st.meta
 
     def _check(self, index: int) -> str | None:
         try:
@@ -172,38 +196,89 @@ class VolumeSource:
         return f"{len(rows)} scan(s) skipped in this run:\n" + "\n".join(rows)
 
     def validate(self, progress: bool = True, workers: int = 0) -> list[tuple[DataItem, str]]:
-        """Decode every scan once (filling the cache); drop and return the bad ones with their reasons.
+        """Make sure every scan is in the compressed cache (:attr:`packed`); drop and return the bad ones.
+
+        A scan with a valid entry costs one ``stat`` per file and one small JSON read, so with a cache
+        made by ``anatssl preprocess`` this takes time proportional to the manifest, not to the data.
+        Scans without one are decoded, preprocessed and stored: under DDP (a process group is up) every
+        rank takes every W-th scan and the ranks exchange their results, so all ranks end with the same
+        list; a rank that cannot use a scan says which scan on which rank, and a rank whose cache write
+        fails still joins the exchange, so every rank stops with that message instead of waiting for it.
+        Afterwards :meth:`load` reads the cache (chunk by chunk).
 
         Args:
-            progress: show a rich progress bar.
-            workers: decode in this many threads (0: in this thread). Decoding (zlib, numpy, torch)
-                releases the GIL, so threads help; each holds one raw scan in memory.
+            progress: show a progress bar (under DDP: rank 0's share).
+            workers: preprocess in this many worker processes (0: in this process; under DDP each rank
+                works in its own process).
 
         Raises:
-            DataError: if no scan is left.
+            DataError: if no scan is left, or a cache entry could not be written (on every rank).
         """
+        import torch.distributed as dist
+
+        from anatssl.engine import distributed as D
+
         n = len(self.items)
+        rank, world = D.rank(), D.world_size()
+        mine = list(range(rank, n, world))
+        try:
+            if rank == 0:
+                for line in other_settings(self.packed.cache_dir, self.packed.spec):
+                    log.warning("preprocessed cache %s", line)
+            statuses = fill(
+                self.packed,
+                [self.items[i] for i in mine],
+                workers=workers if world == 1 else 0,
+                progress=progress,
+                title="preprocessing scans" + (f" (rank {rank}'s share)" if world > 1 else ""),
+            )
+            local = [(i, st.state, st.reason, st.meta) for i, st in zip(mine, statuses)]
+            for k, (i, state, _, _) in enumerate(local):
+                lm = self.items[i].landmarks
+                if state == "ok" and lm is not None:
+                    try:
+                        read_landmarks(lm)
+                    except DataError as e:
+                        local[k] = (i, "bad", str(e), None)
+        except Exception as e:  # still join the exchange below: the other ranks must not wait for us
+            local = [(mine[0] if mine else -1, "error", f"{type(e).__name__}: {e}", None)]
+        if world > 1:
+            gathered: list[list] = [[] for _ in range(world)]
+            dist.all_gather_object(gathered, local)
+            results = [(r, *row) for r, rows in enumerate(gathered) for row in rows]
+        else:
+            results = [(0, *row) for row in local]
+        errors = [
+            f"rank {r}: {self.items[i].image if i >= 0 else '(no scan)'}: {reason}"
+            for r, i, state, reason, _ in results
+            if state == "error"
+        ]
+        if errors:
+            raise DataError(
+                f"preprocessing into {self.packed.root} failed on {len(errors)} scan(s):\n  "
+                + "\n  ".join(errors)
+            )
         reasons: list[str | None] = [None] * n
-        with _progress(progress, n) as advance:
-            if workers > 0:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for i, reason in enumerate(pool.map(self._check, range(n))):
-                        reasons[i] = reason
-                        advance()
+        for r, i, state, reason, meta in results:
+            item = self.items[i]
+            if state == "ok" and meta is not None:
+                self._packed_meta[str(item.image)] = meta
+                st = Status("ok", meta=meta)
+                if st.shape is not None:
+                    self._shapes[str(item.image)] = st.shape
             else:
-                for i in range(n):
-                    reasons[i] = self._check(i)
-                    advance()
+                reasons[i] = f"{reason} (rank {r})" if world > 1 else reason
         bad = [(it, r) for it, r in zip(self.items, reasons) if r is not None]
         for item, reason in bad:
-            log.warning("skipping scan %s: %s", item.image, reason)
+            if rank == 0:
+                log.warning("skipping scan %s: %s", item.image, reason)
             self.skipped.setdefault(str(item.image), reason)
         if len(bad) == n:
             listing = "\n".join(f"  {it.image}: {r}" for it, r in bad[:5])
             more = f"\n  ... and {n - 5} more" if n > 5 else ""
             raise DataError(f"none of the {n} scans can be used:\n{listing}{more}")
         self.items = [it for it, r in zip(self.items, reasons) if r is None]
-        if bad:
+        if bad and rank == 0:
             log.warning("%d of %d scans dropped; training on the other %d", len(bad), n, len(self.items))
         self.validated = True
         return bad
@@ -217,18 +292,3 @@ class VolumeSource:
                 self.load(i)
             out.append((key, self._shapes[key]))
         return out
-
-
-@contextmanager
-def _progress(show: bool, total: int) -> Iterator[Callable[[], None]]:
-    """``with _progress(show, total) as advance:`` a rich progress bar, or a no-op when ``show`` is False."""
-    if not show:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("checking scans"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-    ) as bar:
-        task = bar.add_task("check", total=total)
-        yield lambda: bar.advance(task)

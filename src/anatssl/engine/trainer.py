@@ -147,11 +147,8 @@ class Trainer:
         # data first: a bad dataset fails before any model is built
         self.source = _build_source(cfg, data, self.out_dir)
         if isinstance(self.source, VolumeSource) and not self.source.validated:
-            if D.is_main():
-                self.source.validate(progress=cfg.train.progress)
-            D.barrier()
-            if not D.is_main():
-                self.source.validate(progress=False)
+            # every rank: each preprocesses its share of the scans the cache lacks (VolumeSource.validate)
+            self.source.validate(progress=cfg.train.progress and D.is_main())
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every fresh start
         self.method = build_method(cfg).to(self.device)
