@@ -96,6 +96,12 @@ def test_preprocess_cli_reports_bad_scans_and_training_starts_without_decoding(
     assert vol.meta["cache_entry"].startswith(str(root)) and src.shapes()[0][1] == vol.spatial_shape
     assert main(["preprocess", "--data", str(data), "--quiet"]) == 0
     assert "0 preprocessed now" in capsys.readouterr().out
+    # an entry damaged under a running source (data file cut short) is rebuilt when drawn
+    monkeypatch.undo()
+    data_file = Path(vol.meta["cache_entry"]) / src._packed_meta[str(src.items[0].image)]["file"]
+    before = np.asarray(vol.image)
+    data_file.write_bytes(data_file.read_bytes()[:64])
+    np.testing.assert_array_equal(np.asarray(src.load(0).image), before)
 
 
 KILLER = """

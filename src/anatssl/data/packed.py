@@ -61,12 +61,15 @@ from anatssl.errors import DataError
 
 PACKED_FORMAT = 1
 CHUNK = 32
-"""Edge of a chunk, in voxels. A random 96^3 crop touches 4^3 chunks of 32^3 (2.4x the crop's voxels)
-but 3^3 chunks of 64^3 (8x): 32 read 96^3 crops ~2x faster than 64 in benchmarks/bench_packed_cache.py
-for a cache only a few % larger."""
+"""Edge of a chunk, in voxels (recorded per array, so a cache written with another edge still reads).
+A random 96^3 crop touches up to 4^3 chunks of 32^3 (<= 2.4x the crop's voxels) but up to 3^3 of 64^3
+(<= 8x); benchmarks/bench_packed_cache.py measured both within noise of each other, in size (0.233x
+vs 0.231x raw float32) and in crops/s (docs/data.md), so the smaller over-read was kept."""
 ZLIB_LEVEL = 1
-"""zlib level 1: faster to write than the default 6 for a cache about as small
-(benchmarks/bench_packed_cache.py)."""
+"""zlib level: 6 stored 3-5 % less than 1 for 0-10 % more write time (decoding the NIfTI dominates) in
+benchmarks/bench_packed_cache.py; either is defensible, 1 was kept as the cheaper one."""
+CODEC = "shuffle+zlib"
+"""Recorded per array; the only one read so far."""
 PREFIX = "packed-"
 
 
@@ -133,9 +136,14 @@ def _shuffle(a: np.ndarray) -> bytes:
 def _unshuffle(b: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     item = dtype.itemsize
     raw = np.frombuffer(b, dtype=np.uint8)
-    if item > 1:
-        raw = np.ascontiguousarray(raw.reshape(item, -1).T)
-    return raw.view(dtype).reshape(shape)
+    if item == 1:
+        return raw.view(dtype).reshape(shape)
+    n = raw.size // item
+    out = np.empty(n, dtype=dtype)
+    out8 = out.view(np.uint8)
+    for k in range(item):  # strided byte copies: ~8x faster than a transposed copy of the (item, n) bytes
+        out8[k::item] = raw[k * n : (k + 1) * n]
+    return out.reshape(shape)
 
 
 def _grid(shape: Sequence[int], chunk: int) -> list[tuple[int, int, int, int]]:
@@ -259,7 +267,7 @@ class ChunkedArray:
                                 dst.append(slice(x0 - l0, x1 - l0))
                             out[ch][(*dst,)] = block[(*src,)]
         if self.table is not None:
-            return self.table[out]
+            return self.table.take(out)
         return out
 
 
@@ -415,6 +423,8 @@ class PackedCache:
         try:
             with open(path, "rb") as f:
                 for name, a in meta["arrays"].items():
+                    if a.get("codec") != CODEC:
+                        raise ValueError(f"codec {a.get('codec')!r}, not {CODEC!r}")
                     n = len(_grid(a["shape"], a["chunk"])) + 1
                     f.seek(a["index"])
                     offsets = np.frombuffer(f.read(8 * n), dtype="<i8")
@@ -497,7 +507,12 @@ class PackedCache:
                     parts.append(("label", vol.label))
                 for key, a in parts:
                     a = np.asarray(a)
-                    rec: dict[str, Any] = {"shape": list(a.shape), "dtype": a.dtype.str, "chunk": CHUNK}
+                    rec: dict[str, Any] = {
+                        "shape": list(a.shape),
+                        "dtype": a.dtype.str,
+                        "chunk": CHUNK,
+                        "codec": CODEC,
+                    }
                     coded = ct_codes(a, self.cfg) if key == "image" else None
                     if coded is not None:
                         a, table = coded

@@ -5,9 +5,12 @@ CSV, a volume file) or a list of :class:`~anatssl.data.manifest.DataItem`. Volum
 (:mod:`anatssl.data.presets`: for CT the HU window scaled to [0, 1]) and memory-mapped from the
 :class:`~anatssl.data.cache.VolumeCache`, with their landmarks when the manifest lists them.
 
-Bad scans: :meth:`VolumeSource.validate` decodes every scan once before training (which also fills the
-cache), logs a warning naming each bad file and why, and drops it; ``load(i)`` on a scan that went bad
-later raises :class:`~anatssl.errors.DataError` naming the file, which the engine skips with a warning.
+Bad scans: :meth:`VolumeSource.validate` makes sure every scan is in the compressed cache
+(:mod:`anatssl.data.packed`, what ``anatssl preprocess`` fills; with a complete one it decodes nothing),
+preprocessing the missing ones (under DDP each rank its share), logs a warning naming each bad file and
+why, and drops it; ``load(i)`` on a scan that went bad later raises :class:`~anatssl.errors.DataError`
+naming the file, which the engine skips with a warning. Before ``validate`` (evaluations, probes)
+``load`` uses the ``.npy`` :class:`~anatssl.data.cache.VolumeCache`.
 Scans smaller than a method's crop are not bad: views zero-pad them (``shapes()`` lets the engine say so
 once).
 
@@ -145,7 +148,12 @@ class VolumeSource:
         try:
             packed = self._packed_meta.get(str(item.image))
             if packed is not None:
-                vol = self.packed.open(item, self._fresh(item, packed))
+                try:
+                    vol = self.packed.open(item, self._fresh(item, packed))
+                except DataError as e:
+                    if "is damaged" not in str(e):
+                        raise
+                    vol = self.packed.open(item, self._fresh(item, {}))  # rebuild a damaged entry once
             else:
                 vol = self.cache.get(item, self.data_cfg, self.channels, self.nan_policy)
             if item.landmarks is not None:
