@@ -231,3 +231,17 @@ def test_ranks_preprocess_disjoint_shares_and_a_failing_rank_does_not_hang_the_o
     assert res[0]["bad"] == res[1]["bad"]
     ((name, reason),) = res[0]["bad"]
     assert name == "synth_003.nii.gz" and reason.endswith("(rank 1)")
+
+
+@pytest.mark.slow  # one pretraining step: ~15 s here
+def test_pretraining_after_preprocess_reads_the_cache_and_decodes_nothing(data, tmp_path, monkeypatch):
+    assert main(["preprocess", "--data", str(data), "--quiet"]) == 0
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded a scan although the cache holds it")
+
+    monkeypatch.setattr(io_mod, "read_volume", no_decoding)
+    args = ["pretrain", "--method", "swinssl", "--data", str(data), "--out", str(tmp_path / "run")]
+    args += ["train.max_steps=1", "train.batch_size=1", "train.progress=false", "train.tensorboard=false"]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
