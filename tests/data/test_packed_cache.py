@@ -134,10 +134,14 @@ def test_a_preprocess_killed_mid_file_leaves_no_valid_entry_and_resumes(data, tm
     assert [p.name for p in entry.iterdir() if p.name.startswith(".tmp-")]  # the partial file is there
     assert not (entry / "meta.json").exists()
     done = {i: cache.status(it).meta["file"] for i, it in enumerate(items) if states[i] == "ok"}
+    (leftover,) = [p for p in entry.iterdir() if p.name.startswith(".tmp-")]
+    young = entry / ".tmp-young.bin"  # another writer's file in progress: not removed
+    young.write_bytes(b"x")
+    os.utime(leftover, (1e9, 1e9))
     after = fill(cache, items)
     assert [s.state for s in after] == ["ok"] * 4
     assert {i: after[i].meta["file"] for i in done} == done  # finished entries were not redone
-    assert not [p for p in entry.iterdir() if p.name.startswith(".tmp-")]  # the leftover is gone
+    assert not leftover.exists() and young.exists()  # the old leftover is gone, the young file kept
     # a data file cut short after its meta.json was written is not valid either
     data_file = entry / after[first_todo].meta["file"]
     data_file.write_bytes(data_file.read_bytes()[:100])
@@ -245,3 +249,16 @@ def test_pretraining_after_preprocess_reads_the_cache_and_decodes_nothing(data, 
     args += ["train.max_steps=1", "train.batch_size=1", "train.progress=false", "train.tensorboard=false"]
     assert main(args) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_scan_broken_after_preprocessing_is_recorded_bad_and_a_fixed_one_usable_again(data, tmp_path):
+    cache = PackedCache(tmp_path / "c", DataConfig())
+    items = discover(data)
+    assert fill(cache, items)[2].state == "ok"
+    good = items[2].image.read_bytes()
+    items[2].image.write_bytes(b"broken")
+    assert cache.status(items[2]).reason == "its source changed since it was preprocessed"
+    assert fill(cache, items)[2].state == "bad" and cache.status(items[2]).state == "bad"
+    items[2].image.write_bytes(good)
+    assert cache.status(items[2]).state == "todo"
+    assert fill(cache, items)[2].state == "ok" and cache.status(items[2]).state == "ok"

@@ -26,9 +26,12 @@ voxel by voxel at write time, so decoding gives back the identical float32 bits;
 **Validity.** An entry is valid when its ``meta.json`` has this format and settings key, names a data
 file of the recorded size, and records the sources' current size and mtime (ns). The data file is
 written under a ``.tmp-`` name, fsync-ed and renamed; ``meta.json`` is written the same way, last. A
-preprocess killed mid-file leaves a ``.tmp-`` file that nothing reads (removed when the entry is next
-built) and no ``meta.json``, so the scan is simply done again: a killed preprocess continues where it
-stopped. (size, mtime) rather than a content hash keeps start-up proportional to the manifest: a file
+preprocess killed mid-file leaves a ``.tmp-`` file that nothing reads (removed by a later build of the
+entry once older than ``GRACE_S``) and no ``meta.json``, so the scan is simply done again: a killed
+preprocess continues where it stopped. Several processes may build one entry at once (two runs
+sharing a cache, every rank of an Alice pre-step): each writes its own file, the last ``meta.json``
+wins, and no file younger than ``GRACE_S`` is removed, so none is pulled from under a writer or reader.
+(size, mtime) rather than a content hash keeps start-up proportional to the manifest: a file
 rewritten in place with the same size and mtime to the nanosecond is not noticed; ``touch`` it.
 
 **Settings.** The folder name carries a hash of the settings, and each entry records it again: a run
@@ -68,6 +71,8 @@ vs 0.231x raw float32) and in crops/s (docs/data.md), so the smaller over-read w
 ZLIB_LEVEL = 1
 """zlib level: 6 stored 3-5 % less than 1 for 0-10 % more write time (decoding the NIfTI dominates) in
 benchmarks/bench_packed_cache.py; either is defensible, 1 was kept as the cheaper one."""
+GRACE_S = 3600.0
+"""Age (s) after which a leftover ``.tmp-`` file or an unnamed data file of an entry is removed."""
 CODEC = "shuffle+zlib"
 """Recorded per array; the only one read so far."""
 PREFIX = "packed-"
@@ -385,6 +390,7 @@ class PackedCache:
                 "bad",
                 f"{item.image}: cannot stat the scan ({e}); restore it or remove it from the data",
             )
+        why = "not preprocessed yet"
         for name in ("meta.json", "failed.json"):
             try:
                 rec = json.loads((entry / name).read_text())
@@ -397,7 +403,8 @@ class PackedCache:
             ):
                 continue
             if rec.get("sources") != stats:
-                return Status("todo", "its source changed since it was preprocessed")
+                why = "its source changed since it was preprocessed"
+                continue
             if name == "failed.json":
                 return Status("bad", str(rec.get("reason")))
             try:
@@ -406,7 +413,7 @@ class PackedCache:
                 continue
             if size == rec.get("file_size"):
                 return Status("ok", meta=rec)
-        return Status("todo", "not preprocessed yet")
+        return Status("todo", why)
 
     def open(self, item: DataItem, meta: dict[str, Any] | None = None) -> Volume:
         """The preprocessed volume of ``item`` from its entry (``meta``: its ``meta.json``, if read already).
@@ -491,12 +498,16 @@ class PackedCache:
         entry.mkdir(parents=True, exist_ok=True)
         rec = {"format": PACKED_FORMAT, "settings": self.key, "sources": stats, "reason": reason}
         _atomic_write_bytes(entry / "failed.json", json.dumps(rec).encode())
+        try:  # readers hold their meta in memory; its data file stays for GRACE_S (below)
+            (entry / "meta.json").unlink()
+        except OSError:
+            pass
         self._remove(entry, keep=("failed.json",))
         return Status("bad", reason)
 
     def _write(self, entry: Path, item: DataItem, stats: dict[str, list[int]], vol: Volume) -> dict[str, Any]:
         entry.mkdir(parents=True, exist_ok=True)
-        self._remove(entry, keep=("meta.json",), only_tmp=True)  # what a killed build left
+        self._remove(entry, keep=("meta.json", "failed.json"))  # what a killed build left
         name = f"data-{uuid.uuid4().hex[:12]}.bin"
         arrays: dict[str, Any] = {}
         fd, tmp = tempfile.mkstemp(dir=entry, prefix=".tmp-", suffix=".bin")
@@ -551,13 +562,20 @@ class PackedCache:
         return dict(json.loads(text))
 
     @staticmethod
-    def _remove(entry: Path, keep: tuple[str, ...], only_tmp: bool = False) -> None:
-        """Remove from ``entry`` what ``keep`` does not name (``only_tmp``: only ``.tmp-`` leftovers)."""
+    def _remove(entry: Path, keep: tuple[str, ...]) -> None:
+        """Remove from ``entry`` the files ``keep`` does not name that are older than ``GRACE_S``: what a
+        killed build left (``.tmp-``) and data files no ``meta.json`` names any more. Younger ones may
+        be another process's write in progress, or a file a DataLoader worker is reading (arrays are
+        read lazily, by path), so they stay until a later build of the entry."""
+        import time
+
+        old = time.time() - GRACE_S
         for p in entry.iterdir():
-            if p.name in keep or (only_tmp and not p.name.startswith(".tmp-")):
+            if p.name in keep:
                 continue
             try:
-                p.unlink() if p.is_file() else shutil.rmtree(p)
+                if p.stat().st_mtime < old:
+                    p.unlink() if p.is_file() else shutil.rmtree(p)
             except OSError:  # a concurrent writer removed it first
                 pass
 

@@ -153,7 +153,12 @@ class VolumeSource:
                 except DataError as e:
                     if "is damaged" not in str(e):
                         raise
-                    vol = self.packed.open(item, self._fresh(item, {}))  # rebuild a damaged entry once
+                    st = self.packed.status(item)  # another process may have replaced it: read that
+                    meta = st.meta if st.state == "ok" and st.meta is not None else {}
+                    try:
+                        vol = self.packed.open(item, self._fresh(item, meta))
+                    except DataError:
+                        vol = self.packed.open(item, self._fresh(item, {}))  # rebuild it once
             else:
                 vol = self.cache.get(item, self.data_cfg, self.channels, self.nan_policy)
             if item.landmarks is not None:
