@@ -41,17 +41,22 @@ def _compare(
     shape: tuple[int, ...],
     normalize: bool = True,
     batch: int = 1,
+    dtype: torch.dtype = torch.float32,
 ) -> None:
+    """Outputs within 1e-5 and every gradient within 1e-4 of its scale in float32; in float64 within
+    1e-10 and 1e-9 (the same arithmetic, so only rounding may differ)."""
+    out_tol, grad_tol = (1e-5, 1e-4) if dtype == torch.float32 else (1e-10, 1e-9)
+    ref, ours = ref.to(dtype), ours.to(dtype)
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(batch, 1, *shape, generator=g)
+    x = torch.randn(batch, 1, *shape, generator=g).to(dtype)
     xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
     out_ref, out_ours = ref(xr, normalize), ours(xo, normalize)
     assert len(out_ours) == 5
     weights = []
     for a, b in zip(out_ref, out_ours):
         assert a.shape == b.shape
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
-        weights.append(torch.randn(a.shape, generator=g))
+        torch.testing.assert_close(b, a, atol=out_tol, rtol=0)
+        weights.append(torch.randn(a.shape, generator=g).to(dtype))
     sum((o * w).sum() for o, w in zip(out_ref, weights)).backward()
     sum((o * w).sum() for o, w in zip(out_ours, weights)).backward()
     grads_ref = {k: p.grad for k, p in ref.named_parameters()}
@@ -62,7 +67,7 @@ def _compare(
         go = grads_ours[key]
         assert gr is not None and go is not None, key
         err = (go - gr).abs().max().item()
-        assert err <= 1e-4 * max(1.0, gr.abs().max().item()), f"{key}: max abs difference {err:.3g}"
+        assert err <= grad_tol * max(1.0, gr.abs().max().item()), f"{key}: max abs difference {err:.3g}"
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
@@ -96,8 +101,12 @@ def test_parity_small_window_many_groups() -> None:
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
 @pytest.mark.parametrize("shape", [(32, 32, 32), (44, 40, 36)], ids=["32", "non-multiple"])
 def test_parity_larger_feature_sizes(fs: int, v2: bool, shape: tuple[int, int, int]) -> None:
+    """In float64: at fs 24, v2, 44 x 40 x 36 the float32 gradients of MONAI and ours differ by up to 5 %
+    of scale (layers2c's InstanceNorm on an 11 x 10 x 9 map is ill-conditioned, and the two compute in
+    another order) while the float64 gradients agree to 8e-15: the arithmetic is the same, float32
+    rounding is amplified. The fs-12 tests above keep the float32 check."""
     ref, ours = _pair(fs, v2, (2, 2, 2, 2))
-    _compare(ref, ours, shape)
+    _compare(ref, ours, shape, dtype=torch.float64)
 
 
 @pytest.mark.slow
