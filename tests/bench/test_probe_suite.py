@@ -17,11 +17,11 @@ def test_synthetic_probe_keeps_the_budget_checkpoints_and_lists_every_cell() -> 
     assert s.pretrain_steps == 1200
     assert checkpoint_steps(s) == [300, 600]
     assert pretrain_checkpoint_overrides(s) == ["train.keep_checkpoints=true", "train.ckpt_every=300"]
-    assert set(s.methods) == {"swinssl", "simmim", "s2dc", "alice"}
+    assert set(s.methods) == {"swinssl", "simmim", "s2dc", "alice", "voco", "modelsgenesis"}
     runs = {(m, seed): Path(f"/r/{m}_s{seed}") for m in s.methods for seed in s.seeds}
     names = [n for n, _ in dense_cells(s, s.methods, runs, Path("/d"), Path("/o"), {})]
     # the random-init control and every method per seed, plus each method's two kept checkpoints
-    assert len(names) == 2 * (1 + 4) + 2 * 4 * 2
+    assert len(names) == 2 * (1 + 6) + 2 * 6 * 2
     assert "dense-scratch-s1" in names and "dense-s2dc-s0-step300" in names
     assert not any(n.startswith("dense-scratch-s0-step") for n in names)
     failed = dense_cells(s, s.methods, runs, Path("/d"), Path("/o"), {"pretrain-alice-s0": "boom"})

@@ -68,7 +68,7 @@ class Suite:
         raise ConfigError(f"suite {self.name!r}: its pretrain overrides set no train.max_steps")
 
 
-SSL_ARMS = ("swinssl", "simmim", "s2dc", "alice")
+SSL_ARMS = ("swinssl", "simmim", "s2dc", "alice", "voco", "modelsgenesis")
 """Every pretraining method of the project that trains the shared backbone (SAM trains its own
 embedding network; it enters through Alice's stage 0)."""
 
@@ -88,10 +88,13 @@ SMALL_CROPS: dict[str, tuple[str, ...]] = {
     "simmim": ("simmim.crop_size=[32,32,32]", "simmim.mask_patch=8"),
     "s2dc": ("s2dc.crop=32", "s2dc.token_stage=3"),
     "alice": ("alice.crop_size=32", "alice.sam_steps=300", "alice.casa_target=teacher_encoder"),
+    # a 2 x 2 grid of 32^3 base crops (region 64 x 64 x 32) and 2 random crops of the same region
+    "voco": ("voco.grid=2", "voco.crop_size=[32,32,32]"),
+    "modelsgenesis": ("modelsgenesis.crop_size=[32,32,32]",),
 }
 """32^3 crops for 64^3 volumes (S2DC: a 2 x 2 slab of 32^3 crops, tokens of the stride-16 stage, 2^3 per
 crop; SimMIM: 8^3 mask blocks, 4^3 per crop; Alice: the recommended CASA target, docs/methods/alice.md,
-and a 300-step SAM for its pairs)."""
+and a 300-step SAM for its pairs; VoCo: a 2 x 2 grid of base crops; Models Genesis: 32^3 sub-volumes)."""
 
 SUITES: dict[str, Suite] = {
     "smoke": Suite(
