@@ -20,6 +20,17 @@ def memory_source() -> MemorySource:
     return MemorySource()
 
 
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 small synthetic phantoms (48^3) for CLI pretraining tests, made through the CLI once per session
+    (runs write their cache folder next to them; do not modify the scans)."""
+    from anatssl.cli.main import main
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    assert main(["synth", "--out", str(out), "--n", "3", "--seed", "0", "--size", "48", "--quiet"]) == 0
+    return out
+
+
 SYNTHETIC_DATASET = ["--n", "6", "--size", "64", "64", "72", "--lesions", "0.5", "--seed", "0"]
 """``anatssl synth`` arguments of the session's shared dataset: 6 phantoms (3 with lesions) with organ
 labels and landmarks; 72 voxels along z so a 64^3 sliding window takes two positions there."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from anatssl.data.volume import Volume
@@ -49,3 +52,8 @@ FAST_S2DC = [
     "s2dc.global_dim=16",
     "s2dc.queue_size=6",
 ]
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    """A run folder's ``metrics.jsonl``, one dict per logged step."""
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

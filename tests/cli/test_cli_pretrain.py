@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
 from anatssl.cli.main import main
-from engine_fixtures import FAST_SWINSSL
-
-
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "data"
-    assert main(["synth", "--out", str(out), "--n", "3", "--seed", "0", "--size", "48", "--quiet"]) == 0
-    return out
-
-
-def _rows(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+from engine_fixtures import FAST_SWINSSL, metrics_rows
 
 
 def test_pretrain_pause_and_resume_through_the_cli(synth_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(run), *FAST_SWINSSL]
     assert main([*args, "train.max_steps=4", "train.stop_after=2"]) == 0
-    assert [r["step"] for r in _rows(run)] == [1, 2]
+    assert [r["step"] for r in metrics_rows(run)] == [1, 2]
     assert (
         main(["pretrain", "--method", "swinssl", "--data", str(synth_data), "--out", str(run), "--resume"])
         == 0
     )
-    rows = _rows(run)
+    rows = metrics_rows(run)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss"]) for r in rows)
     saved = (run / "config.yaml").read_text()
@@ -123,3 +111,38 @@ def test_benchmark_cli_rejects_bad_seed_lists(tmp_path: Path, capsys: pytest.Cap
     code = main(["benchmark", "--suite", "smoke", "--out", str(tmp_path / "b"), "--jobs", "0"])
     assert code == 2 and "--jobs must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
+def test_resenc_backbone_pretrains_and_resumes_exactly(synth_data: Path, tmp_path: Path) -> None:
+    """``model.backbone=resenc`` (nnU-Net's ResidualEncoderUNet, tiny variant) through the CLI: 4 steps in
+    one go == 2 steps, pause, ``--resume`` to 4: same losses and bit-identical weights (issue 17)."""
+    import torch
+
+    from anatssl.engine.checkpoint import load_checkpoint
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    base = ["pretrain", "--method", "simmim", "--preset", "tiny", "--data", str(synth_data)]
+    opts = [
+        "model.backbone=resenc",
+        "model.variant=tiny",
+        "simmim.crop_size=[64,64,64]",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "optim.warmup_steps=1",
+        "train.max_steps=4",
+        "train.batch_size=1",
+    ]
+    assert main([*base, "--out", str(full), *opts]) == 0
+    assert main([*base, "--out", str(part), *opts, "train.stop_after=2"]) == 0
+    assert [r["step"] for r in metrics_rows(part)] == [1, 2]
+    assert main([*base, "--out", str(part), "--resume"]) == 0
+    a, b = metrics_rows(full), metrics_rows(part)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) for r in a)
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert "backbone: resenc" in (part / "config.yaml").read_text()
+    wa = load_checkpoint(full / "checkpoints" / "last.pt")
+    wb = load_checkpoint(part / "checkpoints" / "last.pt")
+    assert any(k.startswith("backbone.") for k in wa["model"])
+    for k, v in wa["model"].items():
+        torch.testing.assert_close(wb["model"][k], v, rtol=0, atol=0, msg=k)

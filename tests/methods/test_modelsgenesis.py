@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from anatssl.losses.reconstruction import restoration_mse
 from anatssl.methods import build_method
 from anatssl.methods.modelsgenesis import ModelsGenesis
 from anatssl.runs import load_pretrain_config
+from engine_fixtures import metrics_rows
 
 FAST = [
     "model.backbone=conv",
@@ -102,15 +102,6 @@ def test_presets_are_the_public_rates() -> None:
 
 
 # -- through the CLI on `anatssl synth` data --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "data"
-    assert main(["synth", "--out", str(out), "--n", "3", "--seed", "0", "--size", "48", "--quiet"]) == 0
-    return out
-
-
-def _rows(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_cli_pretrain_runs_and_resumes_exactly(synth_data: Path, tmp_path: Path) -> None:
@@ -120,9 +111,9 @@ def test_cli_pretrain_runs_and_resumes_exactly(synth_data: Path, tmp_path: Path)
     opts = [*FAST, "train.max_steps=4", "train.batch_size=2"]
     assert main([*base, "--out", str(full), *opts]) == 0
     assert main([*base, "--out", str(part), *opts, "train.stop_after=2"]) == 0
-    assert [r["step"] for r in _rows(part)] == [1, 2]
+    assert [r["step"] for r in metrics_rows(part)] == [1, 2]
     assert main([*base, "--out", str(part), "--resume"]) == 0
-    a, b = _rows(full), _rows(part)
+    a, b = metrics_rows(full), metrics_rows(part)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         for key in TERMS:
@@ -142,7 +133,7 @@ def test_cli_pretrain_tiny_preset_as_shipped(synth_data: Path, tmp_path: Path) -
     args = ["pretrain", "--method", "modelsgenesis", "--preset", "tiny", "--data", str(synth_data)]
     quiet = ["train.progress=false", "train.tensorboard=false", "train.max_steps=3"]
     assert main([*args, "--out", str(run), *quiet]) == 0
-    rows = _rows(run)
+    rows = metrics_rows(run)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(math.isfinite(r[k]) for r in rows for k in TERMS)
     assert "backbone: swin" in (run / "config.yaml").read_text()

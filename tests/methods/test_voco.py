@@ -4,7 +4,6 @@ exactly."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from anatssl.losses.volume_contrast import (
 from anatssl.methods import build_method
 from anatssl.methods.voco import VoCo
 from anatssl.runs import load_pretrain_config
+from engine_fixtures import metrics_rows
 
 FAST = [
     "model.backbone=conv",
@@ -120,15 +120,6 @@ def test_presets() -> None:
 
 
 # -- through the CLI on `anatssl synth` data --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "data"
-    assert main(["synth", "--out", str(out), "--n", "3", "--seed", "0", "--size", "48", "--quiet"]) == 0
-    return out
-
-
-def _rows(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_cli_pretrain_runs_and_resumes_exactly(synth_data: Path, tmp_path: Path) -> None:
@@ -139,7 +130,7 @@ def test_cli_pretrain_runs_and_resumes_exactly(synth_data: Path, tmp_path: Path)
     assert main([*base, "--out", str(full), *opts]) == 0
     assert main([*base, "--out", str(part), *opts, "train.stop_after=2"]) == 0
     assert main([*base, "--out", str(part), "--resume"]) == 0
-    a, b = _rows(full), _rows(part)
+    a, b = metrics_rows(full), metrics_rows(part)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         for key in TERMS:
@@ -157,7 +148,7 @@ def test_cli_pretrain_tiny_preset_as_shipped(synth_data: Path, tmp_path: Path) -
     run = tmp_path / "run"
     args = ["pretrain", "--method", "voco", "--preset", "tiny", "--data", str(synth_data), "--out", str(run)]
     assert main([*args, "train.progress=false", "train.tensorboard=false", "train.max_steps=2"]) == 0
-    rows = _rows(run)
+    rows = metrics_rows(run)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r[k]) for r in rows for k in TERMS)
     assert "backbone: swin" in (run / "config.yaml").read_text()
