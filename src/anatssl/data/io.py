@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -327,6 +328,91 @@ def check_same_grid(image: Volume, label: Volume, atol_mm: float = 1e-2) -> None
             f"label {label.path} and image {image.path} have different voxel->world affines (max difference "
             f"{err:.3g} mm); resample the label onto the image grid or fix its header"
         )
+
+
+def _in_case(case: str | None, e: DataError) -> DataError:
+    """``e`` with ``case <name>: `` in front (once), so a message names the case as well as the file."""
+    msg = str(e)
+    if case is None or msg.startswith(f"case {case}:"):
+        return e
+    return DataError(f"case {case}: {msg}")
+
+
+def read_scan(
+    files: Sequence[str | Path],
+    label: str | Path | None = None,
+    *,
+    channels: int = 1,
+    nan_policy: Literal["error", "fill"] = "error",
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    case: str | None = None,
+    label_values: Sequence[int] | None = None,
+) -> Volume:
+    """One case: its image file(s) stacked as channels ``(C, X, Y, Z)``, and its label on that grid.
+
+    Args:
+        files: one file (3D, or 4D with ``channels`` channels inside; a DICOM folder), or one file per
+            channel (nnU-Net's ``{case}_0000``, ``{case}_0001``, ...), stacked in this order. Each
+            channel file must be 3D and on the first one's grid (shape, and affine within 0.01 mm).
+        label: the label map file, checked to lie on the image grid.
+        channels: expected C (``model.in_channels``); a different number of channel files, or a 4D
+            file with another channel count, is an error saying what to set.
+        case: the case name, put in front of every message (the file is named there already).
+        label_values: the values the layout's label table allows; others in the label are an error.
+
+    Raises:
+        DataError: naming the case and the file: a missing / unreadable channel file, channel files on
+            different grids, a channel count that disagrees, label problems (:func:`read_volume`,
+            :func:`check_same_grid`, values outside ``label_values``).
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise ValueError("read_scan: no image file given")
+    try:
+        if len(paths) == 1:
+            vol = read_volume(paths[0], "image", channels, nan_policy, max_voxels=max_voxels)
+        else:
+            if len(paths) != channels:
+                raise DataError(
+                    f"{len(paths)} channel files ({', '.join(p.name for p in paths)}) but model.in_channels "
+                    f"is {channels}; set model.in_channels={len(paths)} to train on every channel"
+                )
+            parts = [read_volume(p, "image", 1, nan_policy, max_voxels=max_voxels) for p in paths]
+            first = parts[0]
+            for k, part in enumerate(parts[1:], start=1):
+                if part.spatial_shape != first.spatial_shape:
+                    raise DataError(
+                        f"channel {k} file {paths[k]} has spatial shape {part.spatial_shape} but channel 0 "
+                        f"file {paths[0]} has {first.spatial_shape}; resample every channel onto one grid"
+                    )
+                err = float(np.abs(part.affine - first.affine).max())
+                if err > 1e-2:
+                    raise DataError(
+                        f"channel {k} file {paths[k]} is not on the grid of channel 0 file {paths[0]} (their "
+                        f"voxel->world affines differ by up to {err:.3g} mm); register and resample the "
+                        "channels onto one grid (nnU-Net requires it too)"
+                    )
+            image = np.concatenate([p.image for p in parts], axis=0)
+            vol = Volume(image=image, affine=first.affine, path=str(paths[0]), meta=dict(first.meta))
+            vol.meta["channel_files"] = [str(p) for p in paths]
+        if label is not None:
+            lab = read_volume(label, "label", max_voxels=max_voxels)
+            check_same_grid(vol, lab)
+            if label_values is not None:
+                present = np.unique(lab.image)
+                bad = sorted(int(v) for v in present if int(v) not in set(label_values))
+                if bad:
+                    raise DataError(
+                        f"label {label} holds values {bad[:10]} outside the dataset's label table "
+                        f"{sorted(int(v) for v in label_values)}; fix the label file or dataset.json's labels"
+                    )
+            vol.label = lab.image
+    except DataError as e:
+        named = _in_case(case, e)
+        if named is e:
+            raise
+        raise named from e
+    return vol
 
 
 _WORLD_KEYS = ("world", "world_mm", "xyz", "mm")

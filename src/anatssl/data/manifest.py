@@ -34,17 +34,39 @@ _PATH_KEYS = ("image", "label", "landmarks")
 
 @dataclass(frozen=True)
 class DataItem:
-    """One scan: its image (file or DICOM folder), optional label map and landmarks JSON, extra fields."""
+    """One scan: its image (file or DICOM folder), optional label map and landmarks JSON, extra fields.
+
+    A multi-channel case whose channels are separate files (nnU-Net's ``{case}_0000.nii.gz``,
+    ``{case}_0001.nii.gz``, ...: :mod:`anatssl.data.layouts`) lists them in ``channels``, in channel
+    order, and ``image`` is the first of them (for names and messages); the reader stacks them into
+    ``(C, X, Y, Z)``. A single file (3D, or 4D with its channels inside, MSD's BrainTumour) leaves
+    ``channels`` empty.
+    """
 
     image: Path
     label: Path | None = None
     landmarks: Path | None = None
     fields: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    channels: tuple[Path, ...] = ()
+    """The channel files of a multi-file case, ``image`` first; empty for a single file."""
+    case: str | None = None
+    """The case's name in its layout (``BRATS_001``, ``s0001``); None: the file name is the name."""
+    label_values: tuple[int, ...] | None = None
+    """The values the layout's label table allows; a label holding others is a bad scan. None: any."""
+
+    def __post_init__(self) -> None:
+        if self.channels and Path(self.channels[0]) != Path(self.image):
+            raise ValueError(f"DataItem: image {self.image} must be the first of channels {self.channels}")
 
     @property
     def name(self) -> str:
-        """A short name for messages: the file name (or series folder name)."""
-        return self.image.name
+        """A short name for messages: the case name, else the file name (or series folder name)."""
+        return self.case if self.case is not None else self.image.name
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The image files to read, in channel order (one entry for a single file or DICOM folder)."""
+        return self.channels if self.channels else (self.image,)
 
 
 def _resolve(value: Any, base: Path, where: str, key: str) -> Path | None:
@@ -149,6 +171,10 @@ def _from_folder(path: Path) -> list[DataItem]:
 
 def discover(path: str | Path) -> list[DataItem]:
     """The scans a dataset path names, in a deterministic order (see the module docstring for formats).
+
+    The downloaded layouts (nnU-Net v2 raw, BTCV, TotalSegmentator, AbdomenAtlas) are read by
+    :func:`anatssl.data.layouts.discover`, which detects the layout and comes back here for the inputs
+    above; call that one to accept every layout.
 
     Raises:
         DataError: missing path; a manifest entry that points nowhere (entry index, path, manifest);

@@ -20,6 +20,7 @@ import numpy as np
 
 from anatssl.data.header import DEFAULT_MAX_VOXELS, check_header, check_label_grid
 from anatssl.data.jsonfile import read_json
+from anatssl.data.layouts import parse_label_map
 from anatssl.downstream.config import SplitConfig
 from anatssl.errors import DataError
 
@@ -52,23 +53,6 @@ def _case_name(path: Path) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return path.stem
-
-
-def parse_label_map(raw: Any, where: str) -> dict[int, str]:
-    """``{"0": "background", ...}`` or ``{"background": 0, ...}`` -> {0: "background", ...}."""
-    if not isinstance(raw, dict) or not raw:
-        raise DataError(f"{where}: 'labels' must be a non-empty mapping of label value <-> structure name")
-    out: dict[int, str] = {}
-    for k, v in raw.items():
-        if str(k).lstrip("-").isdigit():
-            out[int(k)] = str(v)
-        elif isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
-            out[int(v)] = str(k)
-        else:
-            raise DataError(f"{where}: labels entry {k!r}: {v!r} maps neither value->name nor name->value")
-    if 0 not in out:
-        out[0] = "background"
-    return dict(sorted(out.items()))
 
 
 def read_labelled_dataset(
