@@ -33,6 +33,7 @@ COMMANDS = [
     "evaluate",
     "quickstart",
     "preprocess",
+    "data",
 ]
 
 
