@@ -22,7 +22,17 @@ class DataConfig:
     modality: Literal["ct", "mri"] = "ct"
     """``ct``: clip to ``hu_window`` and scale to [0, 1]; ``mri``: per-volume percentile scaling."""
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    """CT only (HU): ignored, with a warning when changed, for ``modality=mri``."""
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
+    """MRI only: these per-scan, per-channel percentiles map to 0 and 1."""
+    mri_gamma: tuple[float, float] = setting((0.7, 1.4), gt=0)
+    """MRI only: every method's views draw a gamma exponent log-uniformly in this range, per view and
+    channel (``anatssl.views.intensity.MRIIntensity``); (1, 1) = off."""
+    mri_bias_field: float = setting(0.05, ge=0)
+    """MRI only: largest coefficient of the views' random multiplicative bias field (degree-3 Legendre
+    polynomials, MONAI ``RandBiasField``); 0.05 = factors of about 0.8-1.2 across a crop; 0 = off."""
+    mri_contrast: tuple[float, float] = setting((0.9, 1.1), gt=0)
+    """MRI only: the views' random overall gain range; (1, 1) = off."""
     spacing: tuple[float, float, float] | None = None
     """Resample to this spacing (mm) before caching; ``None`` keeps each scan's native grid."""
     foreground_crop: bool = True

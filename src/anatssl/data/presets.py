@@ -46,6 +46,10 @@ SLAB_MIN_FRACTION = 1e-3
 CROP_MARGIN = 4
 """Voxels kept around the body box: the skin line and a little air, so crops see the body's edge."""
 MODALITIES = ("ct", "mri")
+CT_ONLY_KEYS = ("hu_window",)
+"""``data.*`` settings in HU, read for CT only."""
+MRI_ONLY_KEYS = ("mri_percentiles", "mri_gamma", "mri_bias_field", "mri_contrast")
+"""``data.*`` settings read for MRI only (scaling, and the views' MRI intensity augmentation)."""
 
 
 def check_data_config(cfg: DataConfig) -> None:
@@ -64,6 +68,40 @@ def check_data_config(cfg: DataConfig) -> None:
         len(cfg.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in cfg.spacing)
     ):
         raise ConfigError(f"data.spacing must be 3 positive numbers (mm) or null, got {cfg.spacing}")
+    for key in ("mri_gamma", "mri_contrast"):
+        lo, hi = getattr(cfg, key)
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+            raise ConfigError(
+                f"data.{key} must be (low, high) with 0 < low <= high, got {tuple(getattr(cfg, key))}"
+            )
+    if not (math.isfinite(cfg.mri_bias_field) and cfg.mri_bias_field >= 0):
+        raise ConfigError(f"data.mri_bias_field must be >= 0 (0 = off), got {cfg.mri_bias_field}")
+
+
+def modality_warnings(cfg: DataConfig) -> list[str]:
+    """Settings of the other modality that this config changes from their defaults and that are not read.
+
+    ``data.hu_window`` is in HU, which an MRI does not have: with ``modality=mri`` it is ignored (a CT
+    preset's window, such as alice_tiny's abdominal one, is harmless but not applied). The ``mri_*``
+    settings are ignored for CT. The pretraining and fine-tuning config checks log these lines once.
+    """
+    default = DataConfig()
+    ignored = CT_ONLY_KEYS if cfg.modality == "mri" else MRI_ONLY_KEYS
+    keys = [k for k in ignored if _values(getattr(cfg, k)) != _values(getattr(default, k))]
+    other, unit = ("ct", "CT (HU) setting") if cfg.modality == "mri" else ("mri", "MRI setting")
+    return [
+        f"data.{k}={_show(getattr(cfg, k))} is a {unit} and is ignored with data.modality={cfg.modality} "
+        f"(it applies to data.modality={other} only)"
+        for k in keys
+    ]
+
+
+def _values(value: object) -> tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, tuple | list) else (float(value),)  # type: ignore[arg-type]
+
+
+def _show(value: object) -> str:
+    return json.dumps(list(value)) if isinstance(value, tuple | list) else str(value)
 
 
 def preset_key(cfg: DataConfig) -> str:

@@ -45,6 +45,7 @@ from anatssl.models.casa import CASA
 from anatssl.models.ema import ema_update, make_teacher
 from anatssl.models.ibot_head import AliceHead, AliceNet
 from anatssl.views.alice import AliceViews
+from anatssl.views.intensity import mri_intensity
 
 log = logging.getLogger("anatssl")
 
@@ -242,6 +243,7 @@ class Alice(SSLMethod):
             p.mask_ratio,
             p.mask_shape,
             p.augment,
+            mri_intensity(self.cfg.data),
         )
 
     def encoder(self) -> nn.Module:

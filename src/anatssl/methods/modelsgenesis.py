@@ -27,6 +27,7 @@ from anatssl.errors import ConfigError
 from anatssl.losses.reconstruction import restoration_mse
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
+from anatssl.views.intensity import mri_intensity
 from anatssl.views.modelsgenesis import ModelsGenesisViews
 
 
@@ -93,6 +94,7 @@ class ModelsGenesis(SSLMethod):
             hp.nonlinear_invert_rate,
             hp.paint_rate,
             hp.inpaint_rate,
+            mri_intensity(cfg.data),
         )
         self.min_volume_shape = tuple(hp.crop_size)
 

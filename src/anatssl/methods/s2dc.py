@@ -31,6 +31,7 @@ from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import Backbone, build_backbone
 from anatssl.models.ema import ema_update, make_teacher
 from anatssl.models.s2dc_heads import S2DCProjectionHead
+from anatssl.views.intensity import mri_intensity
 from anatssl.views.s2dc import S2DCViews, match_matrix
 
 
@@ -168,6 +169,7 @@ class S2DC(SSLMethod):
             hp.trans_crop,
             hp.intensity_shift,
             hp.crop_scale_mode,
+            mri_intensity(cfg.data),
         )
         self.min_volume_shape = self._views.slab_shape
         self._ema_step = -1

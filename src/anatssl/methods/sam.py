@@ -30,7 +30,8 @@ from anatssl.config.schema import PretrainConfig
 from anatssl.errors import ConfigError
 from anatssl.losses.sam import fine_to_coarse, sam_pair_losses, sample_at
 from anatssl.methods.base import SSLMethod, ViewFn, register_method
-from anatssl.views.sam import SAMViews
+from anatssl.views.intensity import mri_intensity
+from anatssl.views.sam import TISSUE_BANDS, SAMViews
 
 __all__ = ["SAM", "SAMConfig", "fine_to_coarse", "sample_at"]
 
@@ -71,11 +72,16 @@ class SAMConfig:
     tissue_shift: float = 0.0
     """Per-view random non-monotone intensity remap (see ``views.sam.tissue_remap``), 0 = off."""
     tissue_bands: int = 3
-    tissue_range: tuple[float, float] = (0.45, 0.65)
+    tissue_range: tuple[float, float] | None = None
+    """Normalised intensities where the remap's bands are centred; null = the modality's
+    (``views.sam.TISSUE_BANDS``: CT soft tissue 0.45-0.65 = -100..300 HU; MRI 0.15-0.9)."""
+    tissue_width: tuple[float, float] | None = None
+    """Range of the bands' widths (normalised); null = the modality's (CT 0.01-0.04, MRI 0.03-0.1)."""
     fov_cut: float = 0.0
     """Per-view random field-of-view cut, as a fraction of the crop (see ``views.sam.SAMViews``), 0 = off."""
     fg_threshold: float = 0.05
-    """Foreground = normalised intensity above this (CT preset [-1000, 1000] HU -> -900 HU)."""
+    """Foreground = normalised intensity above this, both modalities (CT [-1000, 1000] HU window: -900 HU;
+    MRI: 5 % of the way from the low to the high percentile of ``data.mri_percentiles``)."""
 
 
 @register_method("sam")
@@ -93,6 +99,7 @@ class SAM(SSLMethod):
                 f"sam.crop_size {tuple(p.crop_size)} must be divisible by "
                 f"{self.net.input_multiple} (2 ** len(sam.blocks))"
             )
+        bands = TISSUE_BANDS[cfg.data.modality]  # no HU band when data.modality=mri
         self._views = SAMViews(
             crop_size=tuple(p.crop_size),  # type: ignore[arg-type]
             num_pairs=p.num_pairs,
@@ -107,7 +114,9 @@ class SAM(SSLMethod):
             tissue_shift=p.tissue_shift,
             fov_cut=p.fov_cut,
             tissue_bands=p.tissue_bands,
-            tissue_range=tuple(p.tissue_range),  # type: ignore[arg-type]
+            tissue_range=tuple(p.tissue_range or bands[0]),  # type: ignore[arg-type]
+            tissue_width=tuple(p.tissue_width or bands[1]),  # type: ignore[arg-type]
+            mri=mri_intensity(cfg.data),
         )
 
     @property

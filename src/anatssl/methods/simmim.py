@@ -31,6 +31,7 @@ from anatssl.losses.reconstruction import masked_l1
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
 from anatssl.models.simmim_head import PixelShuffleHead
+from anatssl.views.intensity import mri_intensity
 from anatssl.views.simmim import SimMIMViews
 
 __all__ = ["PixelShuffleHead", "SimMIM", "SimMIMConfig", "SimMIMViews", "masked_l1"]
@@ -79,7 +80,12 @@ class SimMIM(SSLMethod):
             else None
         )
         self._views = SimMIMViews(
-            hp.crop_size, hp.mask_patch, hp.mask_ratio_min, hp.mask_ratio_max, hp.mask_shape
+            hp.crop_size,
+            hp.mask_patch,
+            hp.mask_ratio_min,
+            hp.mask_ratio_max,
+            hp.mask_shape,
+            mri_intensity(cfg.data),
         )
         self.min_volume_shape = hp.crop_size
 

@@ -23,6 +23,7 @@ from anatssl.losses.ntxent import nt_xent
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
 from anatssl.models.swinssl_head import UpsampleReconHead
+from anatssl.views.intensity import mri_intensity
 from anatssl.views.swinssl import SwinSSLViews
 
 log = logging.getLogger("anatssl")
@@ -68,7 +69,12 @@ class SwinSSL(SSLMethod):
         self.contrastive_head = nn.Linear(c, hp.proj_dim)
         self.recon_head = UpsampleReconHead(c, cfg.model.in_channels, levels=5)
         self._views = SwinSSLViews(
-            hp.crop_size, hp.max_boxes, hp.min_box_frac, hp.max_box_frac, hp.noise_prob
+            hp.crop_size,
+            hp.max_boxes,
+            hp.min_box_frac,
+            hp.max_box_frac,
+            hp.noise_prob,
+            mri_intensity(cfg.data),
         )
         self.min_volume_shape = hp.crop_size
 

@@ -30,6 +30,7 @@ from anatssl.losses.volume_contrast import (
 from anatssl.methods.base import SSLMethod, register_method
 from anatssl.models.backbones import build_backbone
 from anatssl.models.voco_head import VoCoProjectionHead
+from anatssl.views.intensity import mri_intensity
 from anatssl.views.voco import VoCoViews
 
 
@@ -70,7 +71,7 @@ class VoCo(SSLMethod):
         self.backbone = build_backbone(cfg.model)
         self.backbone.check_input(tuple(hp.crop_size), "voco.crop_size")
         self.head = VoCoProjectionHead(sum(self.backbone.feature_channels), hp.proj_hidden, hp.proj_dim)
-        self._views = VoCoViews(hp.grid, tuple(hp.crop_size), hp.n_random)  # type: ignore[arg-type]
+        self._views = VoCoViews(hp.grid, tuple(hp.crop_size), hp.n_random, mri_intensity(cfg.data))  # type: ignore[arg-type]
         self.min_volume_shape = self._views.region_shape
 
     @property

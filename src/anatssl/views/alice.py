@@ -10,6 +10,10 @@ Output (one sample; the engine stacks samples into a batch):
     ``q``, ``k``: (C, S, S, S) float32 crops;  ``q_mask``, ``k_mask``: (S, S, S) bool, True = masked;
     ``pair_score``: () float32 (nan unless ``pairing="sam"``); ``pair_accepted``: () float32 0/1;
     ``p_a``, ``p_b``: (3,) int64 crop centres (voxel indices in A and B).
+
+With ``data.modality=mri`` (and ``augment``), each crop also gets its own draw of
+:class:`~anatssl.views.intensity.MRIIntensity` (gamma, bias field, gain) after the light augmentation;
+the pair mining reads the unaugmented volumes. CT views are unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from anatssl.data.volume import Volume
 from anatssl.errors import DataError
 from anatssl.views.base import VolumeProvider
 from anatssl.views.crops import crop_around
+from anatssl.views.intensity import MRIIntensity
 from anatssl.views.masks import MASK_SHAPES, block_mask
 
 
@@ -58,6 +63,7 @@ class AliceViews:
         mask_ratio: float = 0.75,
         mask_shape: str = "cube",
         augment: bool = True,
+        mri: MRIIntensity | None = None,
     ) -> None:
         if pairing not in PAIRING_MODES:
             raise ValueError(f"pairing {pairing!r}; valid: {', '.join(PAIRING_MODES)}")
@@ -73,6 +79,7 @@ class AliceViews:
         self.miner = miner or PairMiner()
         self.mask_patch, self.mask_ratio, self.mask_shape = mask_patch, mask_ratio, mask_shape
         self.augment = augment
+        self.mri = mri
         self._cache: Any = None
         self._checked: set[str] = set()
 
@@ -128,6 +135,8 @@ class AliceViews:
         k = crop_around(vol_b.image, pair.voxel_b, size)[0].astype(np.float32, copy=False)
         if self.augment:
             q, k = light_augment(q, rng), light_augment(k, rng)
+            if self.mri is not None:
+                q, k = self.mri(q, rng), self.mri(k, rng)
         shape = (self.crop_size,) * 3
         mq, mk = (block_mask(shape, self.mask_patch, self.mask_ratio, self.mask_shape, rng) for _ in range(2))
         return {

@@ -17,8 +17,11 @@ code (MrGiovanni/ModelsGenesis, ``pytorch/config.py`` and ``pytorch/utils.py:gen
    except up to 5 boxes of 3/7..4/7 of each dim (the first always, the next 4 with 0.95 each), which
    keep the image. Boxes keep 3 voxels from the border.
 
-Intensities are expected in [0, 1] (the CT window of ``data.hu_window``, as the public code's
-[-1000, 1000] HU); the Bezier lookup clamps values outside it. Every random number comes from the
+Intensities are expected in normalised [0, 1] (CT: the window of ``data.hu_window``, as the public
+code's [-1000, 1000] HU; MRI: the percentile scaling); the Bezier lookup clamps values outside it. With
+``data.modality=mri`` the crop first gets :class:`~anatssl.views.intensity.MRIIntensity` (gamma, bias
+field, gain), input and target alike (the target is the augmented, uncorrupted crop); the paper (CT)
+has none, and CT views are unchanged. Every random number comes from the
 per-sample ``rng``, so a resumed run sees the same corruptions.
 """
 
@@ -33,6 +36,7 @@ import numpy as np
 
 from anatssl.data.volume import Volume
 from anatssl.views.crops import random_crop
+from anatssl.views.intensity import MRIIntensity
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 """((x0, x1), (y0, y1), (z0, z1)): half-open voxel ranges of a box."""
@@ -190,9 +194,13 @@ class ModelsGenesisViews:
     nonlinear_invert_rate: float = 0.5
     paint_rate: float = 0.9
     inpaint_rate: float = 0.2
+    mri: MRIIntensity | None = None
+    """MRI gamma / bias field / gain of the crop (``data.modality=mri``); None for CT."""
 
     def __call__(self, volume: Volume, rng: np.random.Generator, source: Any = None) -> dict[str, Any]:
         crop, _ = random_crop(volume.image, self.crop_size, rng)
+        if self.mri is not None:
+            crop = self.mri(crop, rng)
         y = crop.astype(np.float32)
         y, x = random_flips(y, y, rng, self.flip_rate)
         x = x.copy()

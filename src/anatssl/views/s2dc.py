@@ -8,6 +8,11 @@ matrix, so the two cannot disagree (the public code derives the token shift sepa
 up to ~12 voxels). Voxel coordinates are indices: voxel v covers [v - 0.5, v + 0.5]; a token of
 stride s at index a covers voxels [a s, a s + s) and is centred at a s + (s - 1) / 2.
 
+Intensity: the paper shifts the intensity of ``aug_full`` (one draw) and of each ``aug_crop`` (one
+draw per crop); with ``data.modality=mri`` the warped slab and each warped crop also get
+:class:`~anatssl.views.intensity.MRIIntensity` (gamma, bias field, gain) before the shift, one draw for
+the slab and one per crop; ``src`` stays clean as for CT. CT views are unchanged.
+
 Everything here is numpy/torch on the CPU and draws all randomness from the ``rng`` it is given (these
 run in DataLoader workers).
 """
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 
 from anatssl.data.volume import Volume
 from anatssl.views.crops import crop_at, random_start
+from anatssl.views.intensity import MRIIntensity
 
 # -- geometry -----------------------------------------------------------------------------------------
 
@@ -191,6 +197,7 @@ class S2DCViews:
         trans_crop: float = 24.0,
         intensity_shift: float = 0.1,
         crop_scale_mode: str = "fixed",
+        mri: MRIIntensity | None = None,
     ) -> None:
         if crop % stride:
             raise ValueError(f"crop {crop} is not a multiple of the token stride {stride}")
@@ -202,6 +209,7 @@ class S2DCViews:
         self.trans_crop = trans_crop * crop / 96.0
         self.intensity_shift = intensity_shift
         self.crop_scale_mode = crop_scale_mode
+        self.mri = mri
 
     @property
     def slab_shape(self) -> tuple[int, int, int]:
@@ -232,7 +240,10 @@ class S2DCViews:
         g, c = self.grid, self.crop
         src = to_crops(s.slab, g, c)
         shift = self.intensity_shift
-        aug_full = to_crops(s.aug_slab, g, c) + float(rng.uniform(-shift, shift))
+        aug_slab = s.aug_slab
+        if self.mri is not None:
+            aug_slab = torch.from_numpy(self.mri(aug_slab.numpy(), rng))
+        aug_full = to_crops(aug_slab, g, c) + float(rng.uniform(-shift, shift))
         thetas = torch.stack(
             [
                 crop_affine(rng, c, self.rot_crop, self.trans_crop, self.scale_crop, self.crop_scale_mode)
@@ -240,7 +251,10 @@ class S2DCViews:
             ]
         )
         shifts = torch.from_numpy(rng.uniform(-shift, shift, size=g * g)).float()
-        aug_crop = warp_crops(src, thetas) + shifts.view(-1, 1, 1, 1, 1)
+        warped = warp_crops(src, thetas)
+        if self.mri is not None:
+            warped = torch.from_numpy(self.mri.apply_each(warped.numpy(), rng))
+        aug_crop = warped + shifts.view(-1, 1, 1, 1, 1)
         return {
             "src": src.numpy(),
             "aug_full": aug_full.numpy(),

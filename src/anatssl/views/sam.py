@@ -7,7 +7,10 @@ Each view ``v`` resamples the volume on its own output grid through a similarity
 
 (``scale_v`` isotropic, ``R_v`` a small rotation about a random axis), so a point of view 1 maps to
 view 2 by composing one transform with the other's inverse: no approximation, no label needed.
-Intensity augmentation (contrast, brightness, Gaussian noise) is independent per view.
+Intensity augmentation (optional tissue remap, contrast, brightness, Gaussian noise) is independent per
+view; with ``data.modality=mri`` each view also gets :class:`~anatssl.views.intensity.MRIIntensity`
+(gamma, bias field, gain) and the tissue remap's bands cover MRI's tissue intensities
+(``TISSUE_BANDS["mri"]``) instead of CT's soft-tissue HU band.
 
 Positive pairs are anchored on view 1's fine-embedding grid (stride 2, block-centred, see
 ``sam_model``), preferably in the foreground (intensity above ``fg_threshold``: matching air to air
@@ -26,8 +29,22 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
+from anatssl.views.intensity import MRIIntensity
 
 FINE_STRIDE = 2
+TISSUE_BANDS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "ct": ((0.45, 0.65), (0.01, 0.04)),
+    "mri": ((0.15, 0.9), (0.03, 0.1)),
+}
+"""Per modality, the normalised intensities where the tissue remap's bumps are centred and the range
+of their widths (``sam.tissue_range`` / ``sam.tissue_width`` left null take these).
+
+``ct``: the soft-tissue band -100..300 HU of the [-1000, 1000] window, bumps 20-80 HU wide (organs
+differ by 30-60 HU and by ~140 HU between contrast phases). ``mri``: percentile-scaled MRI has no HU;
+its tissues spread over the whole scale (T1 brain: CSF ~0.1-0.3, grey matter ~0.4-0.6, white matter
+~0.6-0.8; T2 reverses them), so the bumps are centred anywhere from just above the background (a bump
+at 0.15 moves the background 0 by at most a third of its amplitude) to the brightest tissue, and are
+wider (0.03-0.1) because MRI tissue classes are broader and further apart on this scale."""
 
 
 def random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -48,7 +65,8 @@ def foreground_voxels(image: np.ndarray, threshold: float, path: str) -> np.ndar
         raise DataError(
             f"{path}: no voxel above the foreground threshold {threshold} (intensity range "
             f"[{float(image.min()):.3g}, {float(image.max()):.3g}] after normalisation); check the "
-            f"modality preset (data.modality / data.hu_window) or lower the threshold"
+            f"intensity preset (data.modality; data.hu_window for CT, data.mri_percentiles for MRI) "
+            "or lower the threshold"
         )
     return fg
 
@@ -59,24 +77,30 @@ def _in_box(vox: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def tissue_remap(
-    x: np.ndarray, rng: np.random.Generator, shift: float, bands: int, centre_range: tuple[float, float]
+    x: np.ndarray,
+    rng: np.random.Generator,
+    shift: float,
+    bands: int,
+    centre_range: tuple[float, float],
+    width_range: tuple[float, float] = TISSUE_BANDS["ct"][1],
 ) -> np.ndarray:
     """A random, smooth, non-monotone intensity remap ``x + sum_k a_k exp(-(x - c_k)^2 / 2 w_k^2)``.
 
     Two crops of one scan show each tissue at exactly the same intensity, but two patients do not
-    (contrast phase, scanner, physiology: kidney cortex is ~30 HU unenhanced and ~170 HU venous). A
-    global contrast/brightness change keeps the order of tissues, so a network can still match by the
-    exact HU of a tissue and fail across patients. Shifting a few random intensity bands up or down
-    (amplitude ``a_k ~ U(-shift, shift)``, centre ``c_k ~ U(centre_range)``, width ``w_k ~ U(0.01,
-    0.04)``), independently per view, changes the relative intensities of tissues as a change of patient
-    does, while edges and shapes stay where they are, so matching must rely on anatomy.
+    (CT: contrast phase, physiology, kidney cortex is ~30 HU unenhanced and ~170 HU venous; MRI:
+    scanner, sequence parameters). A global contrast/brightness change keeps the order of tissues, so a
+    network can still match by the exact intensity of a tissue and fail across patients. Shifting a few
+    random intensity bands up or down (amplitude ``a_k ~ U(-shift, shift)``, centre ``c_k ~
+    U(centre_range)``, width ``w_k ~ U(width_range)``, all in normalised [0, 1] units, see
+    ``TISSUE_BANDS``), independently per view, changes the relative intensities of tissues as a change
+    of patient does, while edges and shapes stay where they are, so matching must rely on anatomy.
     Hand-written: MONAI's intensity transforms (RandHistogramShift, RandAdjustContrast) are monotone.
     """
     out = x
     for _ in range(bands):
         a = rng.uniform(-shift, shift)
         c = rng.uniform(*centre_range)
-        w = rng.uniform(0.01, 0.04)
+        w = rng.uniform(*width_range)
         out = out + a * np.exp(-0.5 * ((x - c) / w) ** 2)
     return out
 
@@ -114,8 +138,12 @@ class SAMViews:
     """Largest shift of one intensity band (normalised units) by the per-view tissue remap, 0 = off."""
     tissue_bands: int = 3
     """Number of Gaussian bumps of the remap (see :func:`tissue_remap`)."""
-    tissue_range: tuple[float, float] = (0.45, 0.65)
-    """Intensities (normalised) where the bumps are centred: soft tissue for the CT preset."""
+    tissue_range: tuple[float, float] = TISSUE_BANDS["ct"][0]
+    """Intensities (normalised) where the bumps are centred (``TISSUE_BANDS``: CT soft tissue here)."""
+    tissue_width: tuple[float, float] = TISSUE_BANDS["ct"][1]
+    """Range of the bumps' widths (normalised units, ``TISSUE_BANDS``)."""
+    mri: MRIIntensity | None = None
+    """MRI gamma / bias field / gain per view (``data.modality=mri``); None for CT."""
     fov_cut: float = 0.0
     """Field-of-view cut: each end of each axis of a view is, with probability 1/2, blanked (set to the
     background value 0) to a depth ~ U(0, fov_cut) of the crop, independently per view. Both crops of
@@ -220,7 +248,11 @@ class SAMViews:
             sigma = rng.uniform(*self.blur_sigma)
             out = np.stack([gaussian_filter(c, sigma) for c in out]) if sigma > 0 else out
         if self.tissue_shift > 0:
-            out = tissue_remap(out, rng, self.tissue_shift, self.tissue_bands, self.tissue_range)
+            out = tissue_remap(
+                out, rng, self.tissue_shift, self.tissue_bands, self.tissue_range, self.tissue_width
+            )
+        if self.mri is not None:  # after the remap: tissue (patient) -> gamma (sequence) -> field (coil)
+            out = self.mri(out, rng)
         out = out * rng.uniform(*self.contrast_range) + rng.uniform(-self.brightness, self.brightness)
         if self.noise_std > 0:
             out = out + rng.normal(0, self.noise_std, size=out.shape)

@@ -1,4 +1,9 @@
-"""Views of Tang et al. (CVPR 2022) Swin-UNETR pretraining: two crops, rotation, in-painting cut-outs."""
+"""Views of Tang et al. (CVPR 2022) Swin-UNETR pretraining: two crops, rotation, in-painting cut-outs.
+
+With ``data.modality=mri`` each crop first gets :class:`~anatssl.views.intensity.MRIIntensity` (gamma,
+bias field, gain), independently per view, so the clean target is the augmented crop; the paper (CT)
+has no intensity augmentation here, and CT views are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 
 from anatssl.data.volume import Volume
 from anatssl.views.crops import random_crop
+from anatssl.views.intensity import MRIIntensity
 
 
 def rotate_about_z(x: np.ndarray, k: int) -> np.ndarray:
@@ -45,11 +51,15 @@ class SwinSSLViews:
     min_box_frac: float = 0.1
     max_box_frac: float = 0.3
     noise_prob: float = 0.5
+    mri: MRIIntensity | None = None
+    """MRI gamma / bias field / gain per view (``data.modality=mri``); None for CT."""
 
     def __call__(self, volume: Volume, rng: np.random.Generator, source: Any = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for v in (1, 2):
             crop, _ = random_crop(volume.image, self.crop_size, rng)
+            if self.mri is not None:
+                crop = self.mri(crop, rng)
             k = int(rng.integers(0, 4))
             clean = rotate_about_z(crop, k).astype(np.float32)
             out[f"x{v}"] = cutout(

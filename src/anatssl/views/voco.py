@@ -6,6 +6,11 @@ axial (X, Y) plane and span its whole depth (Z). ``n_random`` random crops of th
 inside the region; the target of a random crop is its overlap with each base crop as a fraction of the
 crop's own volume (the public code's ``area / total_area``: all crops share the Z range, so volume and
 area fractions agree). Each row of targets sums to 1, because a random crop lies inside the region.
+
+With ``data.modality=mri`` every base and random crop gets its own draw of
+:class:`~anatssl.views.intensity.MRIIntensity` (gamma, bias field, gain), as the public code jitters each
+crop's intensity (scale/shift) independently: the overlap must be read from anatomy, not from a shared
+intensity. CT views are unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from anatssl.data.volume import Volume
 from anatssl.views.crops import crop_at, random_crop
+from anatssl.views.intensity import MRIIntensity
 
 Box = tuple[tuple[int, int], ...]
 """((x0, x1), (y0, y1), (z0, z1)): half-open voxel ranges."""
@@ -55,6 +61,8 @@ class VoCoViews:
     grid: int = 4
     crop_size: tuple[int, int, int] = (64, 64, 64)
     n_random: int = 4
+    mri: MRIIntensity | None = None
+    """MRI gamma / bias field / gain, one draw per crop (``data.modality=mri``); None for CT."""
 
     @property
     def region_shape(self) -> tuple[int, int, int]:
@@ -77,10 +85,16 @@ class VoCoViews:
             box: Box = ((int(x0), int(x0) + sx), (int(y0), int(y0) + sy), (0, sz))
             crops.append(crop_at(region, (box[0][0], box[1][0], 0), self.crop_size))
             targets.append(overlap_fractions(box, bases))
-        base_crops = [crop_at(region, (b[0][0], b[1][0], 0), self.crop_size) for b in bases]
+        base_crops = np.stack([crop_at(region, (b[0][0], b[1][0], 0), self.crop_size) for b in bases])
+        random_crops = np.stack(crops)
+        if self.mri is not None:
+            base_crops, random_crops = (
+                self.mri.apply_each(base_crops, rng),
+                self.mri.apply_each(random_crops, rng),
+            )
         return {
-            "bases": np.stack(base_crops).astype(np.float32),
-            "crops": np.stack(crops).astype(np.float32),
+            "bases": base_crops.astype(np.float32),
+            "crops": random_crops.astype(np.float32),
             "targets": np.stack(targets).astype(np.float32),
             "crop_starts": starts,
         }
