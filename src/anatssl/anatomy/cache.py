@@ -39,7 +39,8 @@ CACHE_FORMAT = "anatssl-sam-embeddings"
 CACHE_VERSION = 1
 MANIFEST = "cache.json"
 FG_THRESHOLD = 0.05
-"""Body = normalised intensity above this (-900 HU for the default CT window), as SAM's views."""
+"""Body = normalised intensity above this, as SAM's views (CT: -900 HU for the default window; MRI: 5 % of
+the way from the low to the high ``data.mri_percentiles`` value)."""
 
 
 # -- hashes ---------------------------------------------------------------------------------------

@@ -308,7 +308,8 @@ class PairMiner:
             raise DataError(
                 f"{volume.path}: no voxel above the foreground threshold {self.foreground_threshold} "
                 f"(normalised intensity) at least {self.border_margin} voxels from the border; Alice draws "
-                "its query points there. Check the intensity preset (data.modality, data.hu_window) or "
+                "its query points there. Check the intensity preset (data.modality; data.hu_window for CT, "
+                "data.mri_percentiles for MRI) or "
                 "lower alice.foreground_threshold / alice.border_margin, or remove the scan."
             )
         if key != "<memory>":
