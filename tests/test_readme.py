@@ -282,6 +282,7 @@ TINY: dict[str, list[str]] = {
     "benchmark": [],  # check suites only (see NOT_RUN): tiny by design
     "quickstart": ["--fast"],
     "preprocess": ["--quiet"],
+    "data check": ["--quiet"],
 }
 """Overrides appended per subcommand (``evaluate TASK`` may have its own row). 6 phantoms of 64^3 hold a
 4-volume labelled pool (``--labeled 4``) plus a 2-volume test split; 1 step of batch 1 per training."""
@@ -418,6 +419,7 @@ WRITES: dict[str, Callable[[tuple[str, ...]], None]] = {
     "preprocess": lambda sub: _nonempty_file(
         next(Path(_value(sub, "--data") or ".").glob(".anatssl_cache/packed-*/report.json"), Path("-"))
     ),
+    "data": lambda sub: _nonempty_file(Path(_value(sub, "--out") or Path(sub[2]) / ".anatssl_check.json")),
 }
 """Per subcommand: the files it says it writes (its --help / docs), checked after it exits 0."""
 

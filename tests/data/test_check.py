@@ -335,3 +335,96 @@ def test_read_only_data_folder_falls_back(
     assert json.loads(where.read_text())["counts"]["cases"] == 3
     assert f"{synth} is not writable; the report went to {where}" in out
     assert f"report: {where}" in out
+
+
+# -- the downloaded layouts (anatssl.data.layouts): multi-file channels, merged structure masks --------
+@pytest.fixture
+def layouts() -> Any:
+    return pytest.importorskip("anatssl.data.layouts")
+
+
+def nnunet_dataset(root: Path, n: int = 2) -> Path:
+    """nnU-Net v2 raw: two MRI channels per case (``{case}_0000``, ``{case}_0001``), a label map each."""
+    doc = {
+        "channel_names": {"0": "T1", "1": "T2"},
+        "labels": {"background": 0, "tumour": 1},
+        "numTraining": n,
+        "file_ending": ".nii.gz",
+    }
+    root.mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps(doc))
+    for i in range(n):
+        save(root / "imagesTr" / f"case_{i:03d}_0000.nii.gz", mri_volume(10 * i))
+        save(root / "imagesTr" / f"case_{i:03d}_0001.nii.gz", 0.5 * mri_volume(10 * i + 1))
+        lab = np.zeros((24, 24, 24), np.uint8)
+        lab[8:14, 8:14, 8:14] = 1
+        save(root / "labelsTr" / f"case_{i:03d}.nii.gz", lab)
+    return root
+
+
+def test_nnunet_channels_read_per_channel(layouts: Any, tmp_path: Path) -> None:
+    root = nnunet_dataset(tmp_path / "Dataset001_Brain")
+    report = check_dataset(root, DataConfig(modality="mri"), in_channels=2)
+    assert report.ok, report.errors
+    assert report.format == "nnunet" and report.channel_names == ["T1", "T2"]
+    assert report.label_table == {0: "background", 1: "tumour"}
+    for c in report.cases:
+        assert c.channels == 2 and len(c.images) == 2 and c.label_values == [0, 1]
+        assert len(c.intensity) == 2
+        # channel 1 is channel 0's sibling at half the scale: its max is about half
+        assert 0.3 < c.intensity[1]["max"] / c.intensity[0]["max"] < 0.7
+    assert len(report.summary["intensity"]) == 2 and report.modality["modality"] == "mri"
+    one = check_dataset(root, DataConfig(modality="mri"), in_channels=1)
+    assert any("2 channels ['T1', 'T2'] but the run reads model.in_channels = 1" in e for e in one.errors)
+
+
+def test_nnunet_channel_on_another_grid_fails(
+    layouts: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = nnunet_dataset(tmp_path / "Dataset001_Brain")
+    moved = save(root / "imagesTr" / "case_001_0001.nii.gz", mri_volume(3), spacing=3.0)
+    rc, out = run_cli(
+        capsys, str(root), "--modality", "mri", "model.in_channels=2", "--out", str(tmp_path / "r.json")
+    )
+    assert rc == 1, out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert _case(doc, "case_000")["status"] == "warning"  # 24^3 < the 64^3 crop only
+    case = _case(doc, "case_001")
+    (err,) = case["errors"]
+    assert f"channel file {moved} is on another grid" in err and "spacing [3.0, 3.0, 3.0]" in err
+    assert str(moved) in out
+
+
+def test_nnunet_missing_channel_file_fails(layouts: Any, tmp_path: Path) -> None:
+    root = nnunet_dataset(tmp_path / "Dataset001_Brain")
+    gone = root / "imagesTr" / "case_000_0001.nii.gz"
+    gone.unlink()
+    report = check_dataset(root, DataConfig(modality="mri"), in_channels=2)
+    case = report.cases[0]
+    assert case.status == "error" and not case.readable
+    assert any(str(gone) in e and "missing" in e for e in case.errors)
+    assert report.cases[1].status == "ok"
+
+
+def test_totalsegmentator_masks_merged_and_checked(layouts: Any, tmp_path: Path) -> None:
+    root = tmp_path / "Totalsegmentator_dataset"
+    for i in range(2):
+        d = root / f"s{i:04d}"
+        rng = np.random.default_rng(i)
+        ct = (-1000 + rng.normal(0, 10, (24, 24, 24))).astype(np.float32)
+        ct[4:20, 4:20, 2:22] = 40 + rng.normal(0, 10, (16, 16, 20))
+        save(d / "ct.nii.gz", ct, 1.5)
+        for k, name in enumerate(("liver", "spleen")):
+            m = np.zeros((24, 24, 24), np.uint8)
+            m[6 + 6 * k : 10 + 6 * k, 8:12, 8:12] = 1
+            save(d / "segmentations" / f"{name}.nii.gz", m, 1.5)
+    report = check_dataset(root, DataConfig())
+    assert report.ok, report.errors
+    assert report.format == "totalsegmentator"
+    assert report.label_table == {0: "background", 1: "liver", 2: "spleen"}
+    assert [c.label_values for c in report.cases] == [[0, 1, 2], [0, 1, 2]]
+    assert report.modality["modality"] == "ct"
+    bad = save(root / "s0001" / "segmentations" / "spleen.nii.gz", np.zeros((24, 24, 20), np.uint8), 1.5)
+    report = check_dataset(root, DataConfig())
+    (err,) = report.cases[1].errors
+    assert str(bad) in err and "shape (24, 24, 20)" in err and report.cases[0].status == "ok"
