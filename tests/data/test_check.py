@@ -19,7 +19,6 @@ import pytest
 
 from anatssl.cli.main import main
 from anatssl.config.schema import DataConfig
-from anatssl.data import check as check_mod
 from anatssl.data.check import check_dataset, guess_modality
 
 SYNTH_SIZE = 32
@@ -296,18 +295,11 @@ def test_cli_modality_option(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "MRI, per-scan percentiles 0.5 / 99.5" in out and "modality guess: MRI" in out
 
 
-# -- reading: workers, the reader without layouts.py, a read-only data folder ---------------------------
+# -- reading: workers, a read-only data folder ------------------------------------------------------------
 def test_workers_give_the_same_report(synth: Path) -> None:
     one = check_dataset(synth, DataConfig()).to_json()
     two = check_dataset(synth, DataConfig(), workers=2).to_json()
     assert one == two
-
-
-def test_reader_without_layouts_module(synth: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with_layouts = check_dataset(synth, DataConfig()).to_json()
-    monkeypatch.setattr(check_mod, "layouts_available", lambda: False)
-    without = check_dataset(synth, DataConfig()).to_json()
-    assert without == with_layouts
 
 
 def test_read_only_data_folder_falls_back(
@@ -338,11 +330,6 @@ def test_read_only_data_folder_falls_back(
 
 
 # -- the downloaded layouts (anatssl.data.layouts): multi-file channels, merged structure masks --------
-@pytest.fixture
-def layouts() -> Any:
-    return pytest.importorskip("anatssl.data.layouts")
-
-
 def nnunet_dataset(root: Path, n: int = 2) -> Path:
     """nnU-Net v2 raw: two MRI channels per case (``{case}_0000``, ``{case}_0001``), a label map each."""
     doc = {
@@ -362,7 +349,7 @@ def nnunet_dataset(root: Path, n: int = 2) -> Path:
     return root
 
 
-def test_nnunet_channels_read_per_channel(layouts: Any, tmp_path: Path) -> None:
+def test_nnunet_channels_read_per_channel(tmp_path: Path) -> None:
     root = nnunet_dataset(tmp_path / "Dataset001_Brain")
     report = check_dataset(root, DataConfig(modality="mri"), in_channels=2)
     assert report.ok, report.errors
@@ -378,9 +365,7 @@ def test_nnunet_channels_read_per_channel(layouts: Any, tmp_path: Path) -> None:
     assert any("2 channels ['T1', 'T2'] but the run reads model.in_channels = 1" in e for e in one.errors)
 
 
-def test_nnunet_channel_on_another_grid_fails(
-    layouts: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_nnunet_channel_on_another_grid_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = nnunet_dataset(tmp_path / "Dataset001_Brain")
     moved = save(root / "imagesTr" / "case_001_0001.nii.gz", mri_volume(3), spacing=3.0)
     rc, out = run_cli(
@@ -395,7 +380,7 @@ def test_nnunet_channel_on_another_grid_fails(
     assert str(moved) in out
 
 
-def test_nnunet_missing_channel_file_fails(layouts: Any, tmp_path: Path) -> None:
+def test_nnunet_missing_channel_file_fails(tmp_path: Path) -> None:
     root = nnunet_dataset(tmp_path / "Dataset001_Brain")
     gone = root / "imagesTr" / "case_000_0001.nii.gz"
     gone.unlink()
@@ -406,7 +391,7 @@ def test_nnunet_missing_channel_file_fails(layouts: Any, tmp_path: Path) -> None
     assert report.cases[1].status == "ok"
 
 
-def test_totalsegmentator_masks_merged_and_checked(layouts: Any, tmp_path: Path) -> None:
+def test_totalsegmentator_masks_merged_and_checked(tmp_path: Path) -> None:
     root = tmp_path / "Totalsegmentator_dataset"
     for i in range(2):
         d = root / f"s{i:04d}"
@@ -428,3 +413,23 @@ def test_totalsegmentator_masks_merged_and_checked(layouts: Any, tmp_path: Path)
     report = check_dataset(root, DataConfig())
     (err,) = report.cases[1].errors
     assert str(bad) in err and "shape (24, 24, 20)" in err and report.cases[0].status == "ok"
+
+
+def test_btcv_label_outside_its_13_organ_table(tmp_path: Path) -> None:
+    root = tmp_path / "BTCV"
+    for i in (1, 2):
+        rng = np.random.default_rng(i)
+        ct = (-1000 + rng.normal(0, 10, (24, 24, 24))).astype(np.float32)
+        ct[4:20, 4:20, 2:22] = 40 + rng.normal(0, 10, (16, 16, 20))
+        save(root / "img" / f"img{i:04d}.nii.gz", ct, 1.5)
+        lab = np.zeros((24, 24, 24), np.uint8)
+        lab[6:10, 6:10, 6:10] = 6  # liver
+        if i == 2:
+            lab[12:14, 12:14, 12:14] = 14  # BTCV names 0..13
+        save(root / "label" / f"label{i:04d}.nii.gz", lab, 1.5)
+    report = check_dataset(root, DataConfig())
+    assert report.format == "btcv" and len(report.label_table) == 14 and report.label_table[6] == "liver"
+    ok, bad = report.cases
+    assert ok.status == "ok" and ok.label_values == [0, 6]
+    (err,) = bad.errors
+    assert str(root / "label" / "label0002.nii.gz") in err and "values [14]" in err

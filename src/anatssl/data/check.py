@@ -22,15 +22,13 @@ An *error* is what would fail a run or make it drop the case: an unreadable file
 label on another grid, label values outside the table, a channel-count mismatch (with the dataset's
 channel names or ``model.in_channels``), no body found by the preset. Everything else is a *warning*.
 
-The dataset layout comes from :mod:`anatssl.data.layouts` when it is installed (nnU-Net v2 raw, MSD,
-BTCV, TotalSegmentator, AbdomenAtlas: :func:`read_cases`); otherwise from
-:func:`~anatssl.data.manifest.discover` (an MSD-style ``dataset.json``, a folder of scans, a CSV)
-with the label table of the ``dataset.json`` (:func:`~anatssl.downstream.labelled.parse_label_map`).
+The cases, label table and channel names come from :func:`anatssl.data.layouts.read_dataset` (every
+layout anatssl reads: nnU-Net v2 raw, MSD, BTCV, TotalSegmentator, AbdomenAtlas, a folder of scans,
+DICOM series, a CSV): :func:`read_cases`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -41,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from anatssl.config.schema import DataConfig
+from anatssl.data import layouts
 from anatssl.data.header import Header, check_header, check_label_grid
 from anatssl.data.io import check_same_grid, read_landmarks, read_volume
 from anatssl.data.presets import (
@@ -99,96 +98,32 @@ class DatasetFiles:
     channel_names: list[str] = field(default_factory=list)
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+def read_cases(path: str | Path, fmt: str | None = None) -> DatasetFiles:
+    """The cases of a dataset in any layout :func:`anatssl.data.layouts.read_dataset` reads (``fmt``
+    None: detected), with multi-file channels, merged structure masks, and the per-case problems the
+    listing shows (a missing channel, label or mask file).
 
-
-def _channel_names(doc: dict[str, Any]) -> list[str]:
-    """nnU-Net v2 ``channel_names`` or MSD ``modality``: {"0": "T1", "1": "T2"} -> ["T1", "T2"]."""
-    raw = doc.get("channel_names", doc.get("modality"))
-    if not isinstance(raw, dict) or not raw:
-        return []
-    try:
-        return [str(v) for _, v in sorted(raw.items(), key=lambda kv: int(kv[0]))]
-    except (TypeError, ValueError):
-        return [str(v) for v in raw.values()]
-
-
-def layouts_available() -> bool:
-    """Whether :mod:`anatssl.data.layouts` (every downloaded layout, multi-file channels) is installed."""
-    return importlib.util.find_spec("anatssl.data.layouts") is not None
-
-
-def _from_manifest(path: Path, fmt: str | None) -> DatasetFiles:
-    """Without :mod:`anatssl.data.layouts`: :func:`~anatssl.data.manifest.discover` + the dataset.json."""
-    from anatssl.data.jsonfile import read_json
-    from anatssl.data.manifest import discover
-    from anatssl.downstream.labelled import parse_label_map
-
-    known = ("msd", "folder", "dicom", "csv", "file")
-    if fmt is not None and fmt not in known:
-        raise DataError(f"unknown dataset format {fmt!r}; the known ones are {', '.join(known)}")
-    items = discover(path)
-    manifest = path / "dataset.json" if path.is_dir() else path
-    table: dict[int, str] = {}
-    channels: list[str] = []
-    is_msd = manifest.name.endswith(".json") and manifest.is_file()
-    if is_msd:
-        doc = read_json(manifest, "dataset")
-        if isinstance(doc, dict):
-            if doc.get("labels"):
-                table = parse_label_map(doc["labels"], str(manifest))
-            channels = _channel_names(doc)
-    cases = [
-        CaseFiles(name=_case_name(it.image), images=[it.image], label=it.label, landmarks=it.landmarks)
-        for it in items
-    ]
-    root = path if path.is_dir() else path.parent
-    return DatasetFiles(root, "msd" if is_msd else "folder", cases, table, channels)
-
-
-def _from_layouts(path: Path, fmt: str | None) -> DatasetFiles:
-    """Through :func:`anatssl.data.layouts.read_dataset`: every layout it knows, multi-file channels,
-    merged structure masks, and the per-case problems it found from the listing."""
-    from anatssl.data import layouts
-
-    ds = layouts.read_dataset(path, fmt)
+    Raises:
+        DataError: no such path, an unknown layout (the message lists the known ones), a malformed
+            manifest, no case at all.
+    """
+    ds = layouts.read_dataset(Path(path).expanduser(), fmt)
     cases = []
     for c in ds.cases:
         label = c.label if isinstance(c.label, Path) else None
-        masks = c if c.label is not None and label is None else None
         cases.append(
             CaseFiles(
                 name=str(c.name),
                 images=[Path(p) for p in c.images],
                 label=label,
                 landmarks=c.landmarks,
-                masks=masks,
+                masks=c if isinstance(c.label, layouts.MaskSet) else None,
                 problems=[str(p) for p in c.problems],
             )
         )
     table = {int(k): str(v) for k, v in (ds.labels or {}).items()}
     names = [str(n) for n in (ds.channel_names or ())]
     return DatasetFiles(Path(ds.root), str(ds.format), cases, table, names)
-
-
-def read_cases(path: str | Path, fmt: str | None = None) -> DatasetFiles:
-    """The cases of a dataset in any layout anatssl reads (see the module docstring).
-
-    Raises:
-        DataError: no such path, an unknown layout (the message lists the known ones), a malformed
-            manifest, no case at all.
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"data path {path} does not exist; pass a dataset folder, a dataset.json or a CSV")
-    if layouts_available():
-        return _from_layouts(path, fmt)
-    return _from_manifest(path, fmt)
 
 
 # -- one case ----------------------------------------------------------------------------------------
@@ -321,8 +256,6 @@ def _merged_masks(case: CaseFiles, max_voxels: int) -> np.ndarray:
     """The structure masks of a TotalSegmentator / AbdomenAtlas case merged (``layouts.merge_masks``,
     which checks each mask's grid and values) and reoriented to RAS like the image: (X, Y, Z)."""
     import nibabel.orientations as nio
-
-    from anatssl.data import layouts
 
     merged, affine = layouts.merge_masks(case.masks, max_voxels)
     to_ras = nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt("RAS"))
