@@ -240,6 +240,43 @@ def test_cells_run_in_parallel_workers_and_failures_are_collected(tmp_path: Path
     assert a["wall_seconds"] >= 0 and a["cell"] == "a"
 
 
+def _slow_cell(value: int) -> dict:
+    import time
+
+    time.sleep(1.5)
+    return {"value": value}
+
+
+def _interrupted_cell() -> dict:
+    from anatssl.engine.signals import RunInterrupted
+
+    raise RunInterrupted("stopped by SIGTERM at step 3; checkpoint saved", 15, 3)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_stop_signal_ends_the_benchmark_instead_of_moving_to_the_next_cell(
+    tmp_path: Path, jobs: int
+) -> None:
+    """SIGTERM / Ctrl-C during a cell's training is a request to stop the benchmark (the cell saved its
+    checkpoint; the same command resumes), not a failed cell: found when a `kill` of a running suite left
+    it running the next pretraining."""
+    from functools import partial
+
+    from anatssl.bench.runner import _run_cells
+    from anatssl.engine.signals import RunInterrupted
+
+    cells = [("stop", _interrupted_cell), *[(f"after{i}", partial(_slow_cell, i)) for i in range(16)]]
+    with pytest.raises(RunInterrupted) as e:
+        _run_cells(tmp_path, cells, jobs=jobs)
+    assert e.value.exit_code == 143
+    store = CellStore(tmp_path)
+    assert store.get("stop") is None
+    ran = [i for i in range(16) if store.get(f"after{i}") is not None]
+    # in process nothing after the stop runs; with 2 workers the cells the pool had already handed out
+    # finish (4 of 16 when measured), the rest of the queue is cancelled
+    assert ran == [] if jobs == 1 else len(ran) <= 8, ran
+
+
 def test_cost_line_says_how_the_cells_ran() -> None:
     from anatssl.bench.results import _threads
 

@@ -24,6 +24,7 @@ import torch
 
 from anatssl.bench.dense import dense_cells, pretrain_checkpoint_overrides
 from anatssl.bench.suites import Suite
+from anatssl.engine.signals import RunInterrupted
 from anatssl.errors import AnatsslError
 
 log = logging.getLogger("anatssl")
@@ -175,6 +176,11 @@ def _run_cell(store_dir: Path, name: str, fn: Callable[[], dict[str, Any]]) -> s
     try:
         CellStore(store_dir).run(name, fn)
         return None
+    except RunInterrupted:
+        # a stop request (Ctrl-C, SIGTERM, SIGUSR1) for the benchmark, not a failed cell: the cell saved
+        # its checkpoint; end the whole benchmark (rerunning the command resumes it) instead of going on
+        # to the next cell
+        raise
     except AnatsslError as e:  # one cell failing must not end a long benchmark silently
         log.error("cell %s failed: %s", name, e)
         return str(e)
@@ -210,7 +216,11 @@ def _run_cells(store_dir: Path, cells: Sequence[Cell], jobs: int) -> dict[str, s
         ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and OpenMP state
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as ex:
             futures = {n: ex.submit(_run_cell, store_dir, n, fn) for n, fn in todo}
-            errors = {n: f.result() for n, f in futures.items()}
+            try:
+                errors = {n: f.result() for n, f in futures.items()}
+            except RunInterrupted:
+                ex.shutdown(wait=True, cancel_futures=True)  # the running cells save and stop; no new one
+                raise
     return {n: e for n, e in errors.items() if e is not None}
 
 
