@@ -240,7 +240,7 @@ def test_merged_label_written_once_and_rebuilt_when_a_mask_changes(tmp_path, cap
     root = totalsegmentator(tmp_path / "ts", n=2)
     ds = read_dataset(root)
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.INFO, logger="anatssl"):
+    with caplog.at_level(logging.DEBUG, logger="anatssl"):
         out = write_merged_label(ds, ds.cases[0], cache)
     assert "case s0000: merged 3 masks into" in caplog.text
     assert out.parent.parent == cache and out.name == "s0000.nii.gz"

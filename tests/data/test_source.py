@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import anatssl.data.cache as cache_mod
+import anatssl.data.io as io_mod  # the decoder every cache calls (through io.read_scan)
 from anatssl.config.schema import DataConfig
 from anatssl.data.manifest import DataItem
 from anatssl.data.source import VolumeSource
@@ -68,8 +68,8 @@ def test_validate_fills_the_cache(folder, monkeypatch):
     src = VolumeSource(folder, DataConfig())
     src.validate(progress=False)
     calls = []
-    real = cache_mod.read_volume
-    monkeypatch.setattr(cache_mod, "read_volume", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = io_mod.read_volume
+    monkeypatch.setattr(io_mod, "read_volume", lambda *a, **k: calls.append(a) or real(*a, **k))
     for i in range(len(src)):
         src.load(i)
     pickle.loads(pickle.dumps(src)).load(2)  # what a DataLoader worker gets

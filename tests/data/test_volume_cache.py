@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import anatssl.data.cache as cache_mod
+import anatssl.data.io as io_mod  # the decoder every cache calls (through io.read_scan)
 from anatssl.config.schema import DataConfig
 from anatssl.data.cache import VolumeCache
 from anatssl.data.manifest import DataItem
@@ -39,13 +40,13 @@ def ct_scan(path: Path, seed: int = 0, shape=(24, 20, 16), label: bool = False) 
 def count_reads(monkeypatch):
     """Counts calls of the decoder (the real one runs; the counter only counts)."""
     calls: list[str] = []
-    real = cache_mod.read_volume
+    real = io_mod.read_volume
 
     def counting(path, *args, **kwargs):
         calls.append(str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(cache_mod, "read_volume", counting)
+    monkeypatch.setattr(io_mod, "read_volume", counting)
     return calls
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-SCAN_DATA_HELP = "dataset.json, a folder of NIfTI files / DICOM series, or a CSV"
+SCAN_DATA_HELP = (
+    "dataset.json, a folder of NIfTI files / DICOM series, a CSV, or a downloaded layout as it comes "
+    "(nnU-Net v2 raw, MSD, BTCV, TotalSegmentator, AbdomenAtlas; docs/layouts.md)"
+)
+FORMATS = ("nnunet", "msd", "btcv", "totalsegmentator", "abdomenatlas", "folder", "dicom", "csv", "file")
+"""``--format`` choices: :data:`anatssl.data.layouts.KNOWN_FORMATS` (a test keeps them equal; not
+imported here so that ``--help`` stays fast)."""
 
 
 def command_parser(
@@ -26,8 +32,29 @@ def command_parser(
 
 
 def add_scan_data(p: argparse.ArgumentParser, extra: str = "") -> None:
-    """``--data``: the scans of a pretraining-side command (no labels needed)."""
+    """``--data``: the scans of a pretraining-side command (no labels needed), and ``--format``."""
     p.add_argument("--data", required=True, help=SCAN_DATA_HELP + extra)
+    add_format(p)
+
+
+def add_format(p: argparse.ArgumentParser) -> None:
+    """``--format``: the layout of ``--data`` when detection should not decide."""
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="the layout of --data (default: detected from the files; docs/layouts.md)",
+    )
+
+
+def scan_items(args: argparse.Namespace) -> Any:
+    """``args.data`` as given when ``--format`` is absent (detected later), else its scans read as
+    that layout (a list of :class:`~anatssl.data.manifest.DataItem`)."""
+    if getattr(args, "format", None) is None:
+        return args.data
+    from anatssl.data.layouts import discover
+
+    return discover(args.data, args.format)
 
 
 def add_config_layers(

@@ -52,11 +52,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anatssl.cli.args import scan_items
     from anatssl.runs.embedding import embed_dataset
 
     stats = embed_dataset(
         args.model,
-        args.data,
+        scan_items(args),
         args.out,
         device=args.device,
         window=args.window or None,

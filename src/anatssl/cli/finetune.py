@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from anatssl.cli.args import add_config_layers, command_parser
+from anatssl.cli.args import add_config_layers, add_format, command_parser
 
 EPILOG = """\
 examples:
@@ -53,7 +53,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "on frozen multi-scale encoder features (dense.*); label-transfer: no training, each voxel "
         "takes the label of its nearest labelled voxel in feature space",
     )
-    p.add_argument("--data", required=True, help="a dataset.json (or the folder holding it) with labels")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="a labelled dataset: an MSD dataset.json (or its folder), or a downloaded layout as it comes "
+        "(nnU-Net v2 raw, BTCV, TotalSegmentator, AbdomenAtlas; docs/layouts.md)",
+    )
+    add_format(p)
     p.add_argument(
         "--init",
         required=True,
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"split.labeled={args.labeled}")
     from_init = {"model": init.model_section, "data": init.data_section} if init.kind != "scratch" else None
     cfg = load_finetune_config(args.task, args.preset, args.config, overrides, from_init=from_init)
-    metrics = run_finetune(cfg, args.data, init, args.out)
+    metrics = run_finetune(cfg, args.data, init, args.out, data_format=args.format)
     if D.is_main():  # under torchrun rank 0 evaluates and writes
         print(json.dumps(summary(metrics), indent=2))
         print(f"wrote {Path(args.out) / 'metrics.json'}")

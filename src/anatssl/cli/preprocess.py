@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anatssl.data.manifest import discover
+    from anatssl.data.layouts import discover
     from anatssl.data.packed import PackedCache, fill, other_settings
     from anatssl.data.source import choose_cache_dir
     from anatssl.errors import ConfigError, DataError
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     cfg = load_pretrain_config(args.method, args.preset, args.config, list(args.overrides))
-    items = discover(args.data)
+    items = discover(args.data, args.format)
     cache = PackedCache(
         choose_cache_dir(args.data, cfg.data.cache_dir), cfg.data, channels=cfg.model.in_channels
     )

@@ -129,7 +129,15 @@ def run(args: argparse.Namespace) -> int:
     resume = resume_mode(args)
     cfg = resolve_config(args, resume)
     try:
-        run_pretraining(cfg, args.data, args.out, resume=resume, embeddings=args.embeddings, sam_run=args.sam)
+        run_pretraining(
+            cfg,
+            args.data,
+            args.out,
+            resume=resume,
+            data_format=args.format,
+            embeddings=args.embeddings,
+            sam_run=args.sam,
+        )
     except RunInterrupted as e:  # last.pt is saved: one line, and a status a requeue script can act on
         if int(os.environ.get("RANK", "0") or 0) == 0:
             print(f"anatssl pretrain: {e}", file=sys.stderr)

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from anatssl.data.layouts import discover
     from anatssl.errors import ConfigError
     from anatssl.methods import build_method
     from anatssl.runs import load_pretrain_config
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     method = build_method(cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    source = training_source(cfg, args.data, out)  # as pretraining cuts them: same channels, same cache
+    items = None if args.format is None else discover(args.data, args.format)
+    source = training_source(cfg, args.data, out, items)  # as pretraining cuts them: same channels, cache
     inspector = INSPECTORS.get(args.method)
     for i in range(min(args.n, len(source))):
         volume = source.load(i)

@@ -2,7 +2,8 @@
 
 Layout under ``root``::
 
-    <scan name>-<key>/                key = hash(image path, label path, preset_key, read options)
+    <scan name>-<key>/                key = hash(image path, label path, preset_key, read options;
+                                      and, for a multi-file case, every channel file and the label table)
         meta.json                     the sidecar: source fingerprints, preset key, affine, shapes, files
         image-<token>.npy             (C, X, Y, Z) float32, preprocessed
         label-<token>.npy             (1, X, Y, Z) int16/int32, if the item has a label
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from anatssl.config.schema import DataConfig
-from anatssl.data.io import check_same_grid, read_volume
+from anatssl.data.io import read_scan
 from anatssl.data.manifest import DataItem
 from anatssl.data.presets import preprocess, preset_key
 from anatssl.data.volume import Volume
@@ -73,8 +74,25 @@ def _quick_stat(path: Path) -> tuple[int, int]:
     return (st.st_size, st.st_mtime_ns)
 
 
-def _sources(item: DataItem) -> dict[str, Path]:
-    return {"image": item.image} if item.label is None else {"image": item.image, "label": item.label}
+def source_files(item: DataItem) -> dict[str, Path]:
+    """Every file the entry is made from: ``image`` (channel 0), ``channel1``.. of a multi-file case,
+    ``label``."""
+    out = {"image": item.image}
+    out.update({f"channel{k}": p for k, p in enumerate(item.channels[1:], start=1)})
+    if item.label is not None:
+        out["label"] = item.label
+    return out
+
+
+def item_key(item: DataItem) -> list[Any]:
+    """What names an item's entry besides the settings: its files (a single-file item's key is what it
+    was before multi-file cases existed, so existing caches stay valid) and its label table."""
+    key: list[Any] = [str(item.image.resolve()), str(item.label.resolve()) if item.label else None]
+    if item.channels:
+        key.append([str(p.resolve()) for p in item.channels])
+    if item.label_values is not None:
+        key.append(list(item.label_values))
+    return key
 
 
 def _jsonable(obj: Any) -> Any:
@@ -108,13 +126,8 @@ class VolumeCache:
     def entry_dir(
         self, item: DataItem, cfg: DataConfig, channels: int = 1, nan_policy: str = "error"
     ) -> Path:
-        spec = [
-            str(item.image.resolve()),
-            str(item.label.resolve()) if item.label else None,
-            preset_key(cfg),
-            channels,
-            nan_policy,
-        ]
+        head = item_key(item)
+        spec = [*head[:2], preset_key(cfg), channels, nan_policy, *head[2:]]
         key = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", item.image.name)[:60]
         return self.root / f"{stem}-{key}"
@@ -131,11 +144,12 @@ class VolumeCache:
                 the cache folder cannot be written.
         """
         entry = self.entry_dir(item, cfg, channels, nan_policy)
-        sources = _sources(item)
+        sources = source_files(item)
         for name, p in sources.items():
             if not p.exists():
+                where = f"case {item.case}: " if item.case is not None else ""
                 raise DataError(
-                    f"{name} {p} does not exist (any more); restore it or remove it from the data"
+                    f"{where}{name} {p} does not exist (any more); restore it or remove it from the data"
                 )
         stats = tuple(_quick_stat(p) for p in sources.values())
         memo = self._verified.get(str(entry))
@@ -193,18 +207,16 @@ class VolumeCache:
     # -- writing --------------------------------------------------------------------------------------
     def _build(self, entry: Path, item: DataItem, cfg: DataConfig, channels: int, nan_policy: str) -> dict:
         # fingerprint before decoding: if the file changes while we read it, the next get() sees it
-        fps = {k: fingerprint(p) for k, p in _sources(item).items()}
-        vol = read_volume(
-            item.image,
-            "image",
+        fps = {k: fingerprint(p) for k, p in source_files(item).items()}
+        vol = read_scan(
+            item.files,
+            item.label,
             channels=channels,
             nan_policy=nan_policy,  # type: ignore[arg-type]
             max_voxels=cfg.max_voxels,
+            case=item.case,
+            label_values=item.label_values,
         )
-        if item.label is not None:
-            lab = read_volume(item.label, "label", max_voxels=cfg.max_voxels)
-            check_same_grid(vol, lab)
-            vol.label = lab.image
         out = preprocess(vol, cfg)
         try:
             entry.mkdir(parents=True, exist_ok=True)
@@ -216,7 +228,7 @@ class VolumeCache:
         token = uuid.uuid4().hex[:12]
         sidecar: dict[str, Any] = {
             "format": CACHE_FORMAT,
-            "source": {k: str(p) for k, p in _sources(item).items()},
+            "source": {k: str(p) for k, p in source_files(item).items()},
             "fingerprint": fps,
             "preset_key": preset_key(cfg),
             "affine": out.affine.tolist(),

@@ -175,7 +175,7 @@ def _json_kind(path: Path) -> str | None:
 
 def _mask_cases(path: Path) -> list[Path]:
     """Sub-folders of ``path`` holding ``ct.nii.gz`` (or ``.nii``) and a ``segmentations/`` folder."""
-    out = []
+    out: list[Path] = []
     try:
         subs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
@@ -219,7 +219,10 @@ def discover(path: str | Path, fmt: str | None = None) -> list[DataItem]:
     path = Path(os.path.expanduser(str(path)))
     if fmt is None and not is_download_layout(path):
         return discover_plain(path)
-    return read_dataset(path, fmt).items()
+    ds = read_dataset(path, fmt)
+    for problem in ds.problems:  # a missing file is met again (and the case skipped) when it is read
+        log.warning("%s", problem)
+    return ds.items()
 
 
 def parse_label_map(raw: Any, where: str) -> dict[int, str]:
@@ -686,8 +689,8 @@ def write_merged_label(
     label, affine = merge_masks(case, max_voxels)
     out.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(label, affine)
-    data = gzip.compress(img.to_bytes(), compresslevel=1)  # type: ignore[attr-defined]
+    data = gzip.compress(img.to_bytes(), compresslevel=1)
     _atomic_write(out, lambda f: f.write(data))
     _atomic_write(record, lambda f: f.write(json.dumps({"sources": stats}).encode()))
-    log.info("case %s: merged %d masks into %s", case.name, len(case.label.masks), out)
+    log.debug("case %s: merged %d masks into %s", case.name, len(case.label.masks), out)
     return out

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from anatssl.config.schema import DataConfig
+from anatssl.data.cache import item_key, source_files
 from anatssl.data.manifest import DataItem
 from anatssl.data.presets import preset_spec
 from anatssl.data.volume import Volume
@@ -288,14 +289,10 @@ def _write_array(f: Any, a: np.ndarray) -> tuple[int, list[int]]:
 
 
 # -- entries ---------------------------------------------------------------------------------------------
-def _sources(item: DataItem) -> dict[str, Path]:
-    return {"image": item.image} if item.label is None else {"image": item.image, "label": item.label}
-
-
 def source_stats(item: DataItem) -> dict[str, list[int]]:
     """(size, mtime ns) of the scan's files; a DICOM folder: (sum of file sizes, newest mtime)."""
     out = {}
-    for name, p in _sources(item).items():
+    for name, p in source_files(item).items():
         st = p.stat()
         if p.is_dir():
             files = [q.stat() for q in p.iterdir() if q.is_file()]
@@ -362,7 +359,7 @@ class PackedCache:
         return f"PackedCache({self.root})"
 
     def entry_dir(self, item: DataItem) -> Path:
-        spec = [str(item.image.resolve()), str(item.label.resolve()) if item.label else None]
+        spec = item_key(item)  # every channel file of a multi-file case, and its label table
         h = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:12]
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", item.image.name)[:60]
         return self.root / "entries" / f"{stem}-{h}"
@@ -386,9 +383,13 @@ class PackedCache:
         try:
             stats = source_stats(item)
         except OSError as e:
+            what = getattr(e, "filename", None) or item.image
+            where = f"case {item.case}: " if item.case is not None else f"{item.image}: "
+            gone = isinstance(e, FileNotFoundError)
             return Status(
                 "bad",
-                f"{item.image}: cannot stat the scan ({e}); restore it or remove it from the data",
+                f"{where}{what} {'does not exist' if gone else f'cannot be read ({e})'}; restore it or "
+                "remove the case from the data",
             )
         why = "not preprocessed yet"
         for name in ("meta.json", "failed.json"):
@@ -469,23 +470,21 @@ class PackedCache:
 
         Raises:
             DataError / OSError: the cache cannot be written (not the scan's fault)."""
-        from anatssl.data.io import check_same_grid, read_volume
+        from anatssl.data.io import read_scan
         from anatssl.data.presets import preprocess
 
         entry = self.entry_dir(item)
         stats = source_stats(item)  # before decoding: a change during the decode shows next time
         try:
-            vol = read_volume(
-                item.image,
-                "image",
+            vol = read_scan(
+                item.files,
+                item.label,
                 channels=self.channels,
                 nan_policy=self.nan_policy,  # type: ignore[arg-type]
                 max_voxels=self.cfg.max_voxels,
+                case=item.case,
+                label_values=item.label_values,
             )
-            if item.label is not None:
-                lab = read_volume(item.label, "label", max_voxels=self.cfg.max_voxels)
-                check_same_grid(vol, lab)
-                vol.label = lab.image
             out = preprocess(vol, self.cfg)
         except DataError as e:
             reason = str(e)
@@ -549,7 +548,7 @@ class PackedCache:
             "format": PACKED_FORMAT,
             "settings": self.key,
             "sources": stats,
-            "source": {k: str(p) for k, p in _sources(item).items()},
+            "source": {k: str(p) for k, p in source_files(item).items()},
             "file": name,
             "file_size": size,
             "arrays": arrays,

@@ -1,7 +1,9 @@
 """The dataset a method's views draw from: ``VolumeSource(data, data_cfg).load(i) -> Volume``.
 
-``data`` is anything :func:`~anatssl.data.manifest.discover` accepts (a folder, a ``dataset.json``, a
-CSV, a volume file) or a list of :class:`~anatssl.data.manifest.DataItem`. Volumes come preprocessed
+``data`` is anything :func:`~anatssl.data.layouts.discover` accepts (a folder, a ``dataset.json``, a
+CSV, a volume file, a downloaded layout: nnU-Net, BTCV, TotalSegmentator, AbdomenAtlas) or a list of
+:class:`~anatssl.data.manifest.DataItem`. A multi-file case (nnU-Net channels) is read with its channel
+files stacked, ``(C, X, Y, Z)``; their count must be ``channels``. Volumes come preprocessed
 (:mod:`anatssl.data.presets`: for CT the HU window scaled to [0, 1]) and memory-mapped from the
 :class:`~anatssl.data.cache.VolumeCache`, with their landmarks when the manifest lists them.
 
@@ -30,7 +32,8 @@ from pathlib import Path
 from anatssl.config.schema import DataConfig
 from anatssl.data.cache import VolumeCache
 from anatssl.data.io import read_landmarks
-from anatssl.data.manifest import DataItem, discover
+from anatssl.data.layouts import discover
+from anatssl.data.manifest import DataItem
 from anatssl.data.packed import PackedCache, Status, fill, other_settings, source_stats
 from anatssl.data.presets import check_data_config
 from anatssl.data.volume import Volume
@@ -77,6 +80,20 @@ def choose_cache_dir(
     raise DataError(f"no writable cache folder among {[str(c) for c in candidates]}; set data.cache_dir")
 
 
+def check_channel_files(items: Sequence[DataItem], channels: int) -> None:
+    """Multi-file cases (nnU-Net) must have ``model.in_channels`` channel files each (a 4D file's channel
+    count is checked when it is read)."""
+    counts = sorted({len(it.channels) for it in items if it.channels})
+    if counts and counts != [channels]:
+        odd = next(it for it in items if it.channels and len(it.channels) != channels)
+        files = ", ".join(p.name for p in odd.channels)
+        raise DataError(
+            f"the dataset's cases have {' or '.join(map(str, counts))} channel files each (e.g. case "
+            f"{odd.name}: {files}) but model.in_channels is {channels}; "
+            f"set model.in_channels={counts[-1]} (a key=value override) to train on every channel"
+        )
+
+
 class VolumeSource:
     """Indexable, picklable collection of preprocessed volumes (see the module docstring).
 
@@ -108,6 +125,7 @@ class VolumeSource:
         self.items: list[DataItem] = discover(data) if isinstance(data, str | Path) else list(data)
         if not self.items:
             raise DataError("the dataset is empty: no scans were given")
+        check_channel_files(self.items, channels)
         root = choose_cache_dir(
             data, cache_dir if cache_dir is not None else data_cfg.cache_dir, fallback_cache_dir
         )

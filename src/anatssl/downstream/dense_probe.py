@@ -346,7 +346,7 @@ def load_split(
     pool), test volumes, label values, label map), read with the pretraining pipeline (``cfg.data``)."""
     import dataclasses
 
-    from anatssl.data.manifest import discover
+    from anatssl.data.layouts import discover
     from anatssl.data.source import VolumeSource
     from anatssl.downstream.labelled import check_label_values, read_labelled_dataset, split_cases
 

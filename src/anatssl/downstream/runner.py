@@ -19,10 +19,24 @@ from anatssl.errors import ConfigError
 
 
 def run_finetune(
-    cfg: FinetuneConfig, data: str | Path, init: InitSource | str, out_dir: str | Path
+    cfg: FinetuneConfig,
+    data: str | Path,
+    init: InitSource | str,
+    out_dir: str | Path,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     """Dispatch on ``cfg.task`` (segmentation | classification | probe | segmentation-probe |
-    label-transfer); writes ``out_dir/metrics.json``."""
+    label-transfer); writes ``out_dir/metrics.json``. ``data_format``: the dataset layout (None:
+    detected); the other tasks than segmentation detect it and refuse a ``data_format`` that differs."""
+    if data_format is not None and cfg.task != "segmentation":
+        from anatssl.data.layouts import detect_format
+
+        found = detect_format(data)
+        if found != data_format:
+            raise ConfigError(
+                f"--format {data_format}: --task {cfg.task} reads the layout it detects in {data} "
+                f"({found}); only --task segmentation reads a layout named by --format"
+            )
     if cfg.task != "segmentation" and launched_by_torchrun():
         raise ConfigError(
             f"--task {cfg.task} runs in one process, but this is one of {os.environ['WORLD_SIZE']} torchrun "
@@ -31,14 +45,16 @@ def run_finetune(
         )
     init = resolve_init(init) if isinstance(init, str) else init
     with run_lock(out_dir):
-        return _dispatch(cfg, data, init, out_dir)
+        return _dispatch(cfg, data, init, out_dir, data_format)
 
 
-def _dispatch(cfg: FinetuneConfig, data: str | Path, init: InitSource, out_dir: str | Path) -> dict[str, Any]:
+def _dispatch(
+    cfg: FinetuneConfig, data: str | Path, init: InitSource, out_dir: str | Path, data_format: str | None
+) -> dict[str, Any]:
     if cfg.task == "segmentation":
         from anatssl.downstream.segmentation import finetune_segmentation
 
-        return finetune_segmentation(cfg, data, init, out_dir)
+        return finetune_segmentation(cfg, data, init, out_dir, data_format)
     if cfg.task == "classification":
         from anatssl.downstream.classification import finetune_classification
 

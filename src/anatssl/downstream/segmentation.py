@@ -33,7 +33,13 @@ from anatssl.config.loader import save_yaml
 from anatssl.config.schema import DataConfig
 from anatssl.downstream.config import FinetuneConfig, finetune_config_to_dict
 from anatssl.downstream.inference import predict_volume
-from anatssl.downstream.labelled import LabelledCase, check_label_values, read_labelled_dataset, split_dataset
+from anatssl.downstream.labelled import (
+    LabelledCase,
+    check_channels,
+    check_label_values,
+    read_labelled_dataset,
+    split_dataset,
+)
 from anatssl.downstream.loop import Validator, build_finetune_optimizer, cycle, train_steps
 from anatssl.downstream.metrics import (
     empty_structure_counts,
@@ -192,7 +198,17 @@ def rank_shard(cases: list[LabelledCase]) -> list[LabelledCase]:
 
 
 def _items(cases: list[LabelledCase]) -> list[dict[str, Any]]:
-    return [{"image": str(c.image), "label": str(c.label), "name": c.name} for c in cases]
+    """MONAI dicts; a multi-file case's ``image`` is its list of channel files, which ``LoadImaged``
+    stacks along a new first axis (``_stack_images``: ``original_channel_dim`` = 0, so
+    ``ensure_channel_first`` keeps it) -> (C, X, Y, Z)."""
+    return [
+        {
+            "image": [str(p) for p in c.channels] if c.channels else str(c.image),
+            "label": str(c.label),
+            "name": c.name,
+        }
+        for c in cases
+    ]
 
 
 def build_segmentation_net(cfg: FinetuneConfig, num_classes: int) -> SegmentationNet:
@@ -216,9 +232,15 @@ def load_init(net: nn.Module, init: InitSource, backbone_name: str) -> dict[str,
 
 
 def finetune_segmentation(
-    cfg: FinetuneConfig, data: str | Path, init: InitSource | str, out_dir: str | Path
+    cfg: FinetuneConfig,
+    data: str | Path,
+    init: InitSource | str,
+    out_dir: str | Path,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune on ``data``'s labelled training split, evaluate held-out volumes -> metrics dict.
+
+    ``data_format``: the dataset layout (:data:`anatssl.data.layouts.KNOWN_FORMATS`; None: detected).
 
     Writes ``out_dir/config.yaml``, ``metrics.jsonl`` (loss per step), ``metrics.json``,
     ``predictions/<case>.nii.gz``, ``report/overlay_<case>.png`` and ``model.pt``.
@@ -230,7 +252,10 @@ def finetune_segmentation(
     if D.is_main():
         (out / "metrics.jsonl").unlink(missing_ok=True)
     init = resolve_init(init) if isinstance(init, str) else init
-    cases, label_map = read_labelled_dataset(data, need_labels=True)
+    cases, label_map = read_labelled_dataset(
+        data, need_labels=True, fmt=data_format, cache_dir=cfg.data.cache_dir, max_voxels=cfg.data.max_voxels
+    )
+    check_channels(cases, cfg.model.in_channels, data)
     split = split_dataset(cases, cfg.split)
     train_cases, val_cases, test_cases = split.train, split.val, split.test
     check_label_values(train_cases + val_cases + test_cases, label_map, cfg.data.max_voxels)

@@ -137,7 +137,7 @@ def prepare_alice_run(
 ) -> str:
     """:func:`alice_stage0` on its own (what ``run_pretraining`` does before training Alice); returns
     the embeddings folder it set (``""`` when the pairing needs none)."""
-    from anatssl.data.manifest import discover
+    from anatssl.data.layouts import discover
 
     ctx = PretrainContext(
         cfg, data, Path(out_dir), discover(data), options={"embeddings": embeddings, "sam_run": sam_run}

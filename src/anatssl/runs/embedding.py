@@ -25,7 +25,8 @@ from anatssl.anatomy.correspondence import dense_feature_embedder
 from anatssl.anatomy.embedding import EmbeddingMap
 from anatssl.anatomy.sam_model import SAMNet, weights_hash
 from anatssl.config.schema import PretrainConfig
-from anatssl.data.manifest import DataItem, discover
+from anatssl.data.layouts import discover
+from anatssl.data.manifest import DataItem
 from anatssl.data.volume import Volume
 from anatssl.errors import CheckpointError
 from anatssl.runs.rundir import RunDir

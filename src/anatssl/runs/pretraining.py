@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from anatssl.config.schema import PretrainConfig
-from anatssl.data.manifest import DataItem, discover
+from anatssl.data.layouts import discover
+from anatssl.data.manifest import DataItem
 from anatssl.engine.logger import setup_console_logging
 from anatssl.engine.runlock import run_lock
 from anatssl.errors import ConfigError
@@ -48,9 +49,12 @@ def run_pretraining(
     data: str | Path | Sequence[DataItem],
     out_dir: str | Path,
     resume: bool = False,
+    data_format: str | None = None,
     **options: Any,
 ) -> Path:
     """Run (or resume) a pretraining: the method's pre-steps, then the trainer; returns the run folder.
+
+    ``data_format``: the layout of ``data`` (:data:`anatssl.data.layouts.KNOWN_FORMATS`; None: detected).
 
     ``options``: method-specific inputs of the pre-steps (``embeddings=DIR``, ``sam_run=RUN`` for
     Alice); ``None`` values are ignored, one that no pre-step of ``cfg.method`` reads is a ConfigError.
@@ -69,7 +73,7 @@ def run_pretraining(
         raise ConfigError(f"{flags} only apply to {where}")
     out = Path(out_dir)
     with run_lock(out):
-        items = discover(data) if isinstance(data, (str, Path)) else list(data)
+        items = discover(data, data_format) if isinstance(data, (str, Path)) else list(data)
         ctx = PretrainContext(cfg, data, out, items, resume, given)
         for step in steps:
             log.debug("pre-step %s", step.name)
