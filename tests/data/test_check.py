@@ -433,3 +433,28 @@ def test_btcv_label_outside_its_13_organ_table(tmp_path: Path) -> None:
     assert ok.status == "ok" and ok.label_values == [0, 6]
     (err,) = bad.errors
     assert str(root / "label" / "label0002.nii.gz") in err and "values [14]" in err
+
+
+def test_dicom_series_folders(tmp_path: Path) -> None:
+    """A folder of DICOM series: one clean CT series is read (no header pass: geometry after decoding),
+    one folder mixing two series is an error naming the folder."""
+    pytest.importorskip("pydicom")
+    from test_io import write_dicom_series  # tests/data/test_io.py: CT slices with real LPS geometry
+
+    root = tmp_path / "dicom"
+    stored = np.full((16, 16, 12), 24, np.int16)  # intercept -1024: air (0 HU stored as 1024) ...
+    stored[4:12, 4:12, 2:10] = 1064  # ... around a 40 HU body
+    write_dicom_series(root / "patient1" / "ct", stored)
+    mixed = root / "patient2" / "ct"
+    write_dicom_series(mixed, stored, series_uid="1.2.3.1")
+    for p in write_dicom_series(tmp_path / "other", stored, series_uid="1.2.3.2").iterdir():
+        p.rename(mixed / f"b_{p.name}")
+    report = check_dataset(root, DataConfig())
+    assert report.format == "dicom" and len(report.cases) == 2
+    clean, bad = sorted(report.cases, key=lambda c: c.images[0])
+    assert clean.status == "ok" and clean.shape == [16, 16, 12]
+    assert clean.spacing == [0.7, 0.8, 2.5]  # PixelSpacing (row, column) = (0.8, 0.7): x is the column step
+    assert clean.intensity[0]["min"] == -1000.0 and clean.modality is not None
+    assert clean.modality["modality"] == "ct"
+    (err,) = bad.errors
+    assert str(mixed) in err and "2 DICOM series" in err and not report.ok
