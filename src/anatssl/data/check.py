@@ -64,8 +64,10 @@ MRI_NEGATIVE_SHARE = 0.01
 MRI_DARK_SHARE = 0.10
 """An MRI with at least 10 % of its voxels below 5 % of its 99.5th percentile (the dark background
 around the head or body) is a *high* confidence guess."""
-SAMPLE_PER_SCAN = 20_000
-"""Voxels sampled per scan and channel (fixed seed) for the intensity percentiles pooled over scans."""
+SAMPLE_PER_SCAN = 5_000
+"""Voxels sampled per scan and channel (fixed seed) for the intensity percentiles pooled over scans:
+20 kB a scan kept until the end (25 MB for TotalSegmentator's 1228 cases); with 100 scans the pooled
+0.5 / 99.5 percentiles rest on 2 500 voxels each side."""
 ANISOTROPY_WARNING = 3.0
 """Largest / smallest spacing above which nnU-Net treats a dataset as anisotropic; said as a warning."""
 PERCENTILES = (0.5, 50.0, 99.5)
