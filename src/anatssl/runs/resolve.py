@@ -20,7 +20,7 @@ from anatssl.config.finetune import FinetuneConfig, check_finetune_config, prese
 from anatssl.config.loader import deep_merge, from_dict, parse_overrides, read_preset, read_yaml
 from anatssl.config.pretrain import SECTIONS, TOP_KEYS, check_pretrain_config
 from anatssl.config.schema import DataConfig, PretrainConfig
-from anatssl.data.presets import modality_warnings
+from anatssl.data.presets import check_data_config, modality_warnings
 from anatssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,15 @@ def build_pretrain_config(raw: dict[str, Any]) -> PretrainConfig:
         setattr(cfg, name, from_dict(cls, raw.get(name) or {}, name))
     cfg.params = from_dict(method_cls.config_cls, raw.get(method) or {}, method)
     check_pretrain_config(cfg)
-    warn_other_modality(cfg.data)
+    check_data_section(cfg.data)
     return cfg
 
 
-def warn_other_modality(data: DataConfig) -> None:
-    """Log each ``data.*`` setting of the other modality that was changed and is not read
-    (``data.hu_window`` with ``data.modality=mri``: no HU there), once per resolved config."""
+def check_data_section(data: DataConfig) -> None:
+    """Refuse impossible ``data.*`` values now rather than when the first scan is read, and log each
+    setting of the other modality that was changed and is not read (``data.hu_window`` with
+    ``data.modality=mri``: no HU there), once per resolved config."""
+    check_data_config(data)
     for line in modality_warnings(data):
         log.warning(line)
 
@@ -111,7 +113,7 @@ KEEP_FROM_PRETRAINING = ("modality", "hu_window", "mri_percentiles", "spacing")
 def build_finetune_config(raw: dict[str, Any]) -> FinetuneConfig:
     cfg = from_dict(FinetuneConfig, raw)
     check_finetune_config(cfg)
-    warn_other_modality(cfg.data)
+    check_data_section(cfg.data)
     return cfg
 
 

@@ -76,24 +76,29 @@ class MRIIntensity:
         return np.exp(rng.uniform(math.log(lo), math.log(hi), size=channels))
 
     def bias(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        """(X, Y, Z) positive multiplicative field ``exp(legendre polynomial)`` (MONAI ``RandBiasField``)."""
+        """(X, Y, Z) positive multiplicative field ``exp(legendre polynomial)`` (MONAI ``RandBiasField``);
+        all ones when ``bias_field`` is 0. Draws one number from ``rng`` either way."""
         from monai.transforms import RandBiasField
 
+        seed = int(rng.integers(0, 2**32))
+        if self.bias_field == 0:
+            return np.ones(shape, dtype=np.float32)
         t = RandBiasField(degree=self.bias_degree, coeff_range=(-self.bias_field, self.bias_field), prob=1.0)
-        t.set_random_state(seed=int(rng.integers(0, 2**32)))
-        ones = np.ones((1, *shape), dtype=np.float32)
-        return np.asarray(t(ones))[0]
+        t.set_random_state(seed=seed)
+        return np.asarray(t(np.ones((1, *shape), dtype=np.float32)))[0]
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gamma per channel, then the bias field, then the gain. The same count of numbers is drawn
+        from ``rng`` whatever the settings, so switching a part off leaves the rest of a view (its
+        geometry, later random choices) as it was."""
         from monai.transforms import AdjustContrast
 
         x = np.asarray(x, dtype=np.float32)
         gammas = self.draw_gamma(rng, x.shape[0])
         out = np.empty_like(x)
         for c, g in enumerate(gammas):
-            out[c] = np.asarray(AdjustContrast(float(g))(x[c]))
-        if self.bias_field > 0:
-            out = out * self.bias(x.shape[1:], rng)
+            out[c] = x[c] if g == 1 else np.asarray(AdjustContrast(float(g))(x[c]))
+        out = out * self.bias(x.shape[1:], rng)
         out = out * np.float32(rng.uniform(*self.contrast))
         return out.astype(np.float32, copy=False)
 
