@@ -228,3 +228,24 @@ def test_pretrain_and_finetune_straight_from_totalsegmentator(tmp_path):
     m = json.loads((ft / "metrics.json").read_text())
     assert m["structures"] == ["aorta", "liver", "spleen"] and m["labeled"] == 2
     assert sorted(m["dice"]) == ["aorta", "liver", "mean", "spleen"]
+
+
+def test_cache_keys_and_fingerprints_hold_every_channel_file(tmp_path):
+    from anatssl.data.cache import VolumeCache
+    from anatssl.data.layouts import discover
+    from anatssl.data.packed import PackedCache
+
+    root = nnunet(tmp_path / "d", n=1)
+    item = discover(root)[0]
+    other = type(item)(image=item.image, channels=(item.image, root / "imagesTr" / "x_0001.nii.gz"))
+    cfg = DataConfig()
+    packed, npy = PackedCache(tmp_path / "c", cfg, channels=2), VolumeCache(tmp_path / "c")
+    assert packed.entry_dir(item) != packed.entry_dir(other)
+    assert npy.entry_dir(item, cfg, 2) != npy.entry_dir(other, cfg, 2)
+    assert packed.build(item).state == "ok" and packed.status(item).state == "ok"
+    save(item.channels[1], image(99, offset=1000.0))  # channel 1 rewritten: the entry is stale
+    assert packed.status(item).state == "todo"
+    vol = packed.open(item, packed.build(item).meta)
+    np.testing.assert_allclose(
+        np.asarray(vol.image)[1], (np.clip(image(99, offset=1000.0), -1000, 1000) + 1000) / 2000, atol=1e-6
+    )
