@@ -228,6 +228,11 @@ def test_pretrain_and_finetune_straight_from_totalsegmentator(tmp_path):
     m = json.loads((ft / "metrics.json").read_text())
     assert m["structures"] == ["aorta", "liver", "spleen"] and m["labeled"] == 2
     assert sorted(m["dice"]) == ["aorta", "liver", "mean", "spleen"]
+    ev = tmp_path / "ev"  # the fine-tuned model scored again, its merged labels read from the cache
+    args = ["evaluate", "segmentation", "--model", str(ft), "--data", str(root), "--out", str(ev)]
+    assert main([*args, "--format", "totalsegmentator", "--device", "cpu"]) == 0
+    e = json.loads((ev / "metrics.json").read_text())
+    assert len(e["cases"]) == 1 and e["mean_dice"] == pytest.approx(m["mean_dice"], abs=1e-6)
 
 
 def test_cache_keys_and_fingerprints_hold_every_channel_file(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from anatssl.cli.args import add_format
+
 HELP = "Dice / HD95 of a fine-tuned segmentation model on held-out or new labelled volumes"
 
 EPILOG = """\
@@ -21,7 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", required=True, metavar="DIR", help="an `anatssl finetune --task segmentation` output"
     )
-    p.add_argument("--data", required=True, help="a labelled dataset.json (or its folder)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="a labelled dataset.json (or its folder), or a downloaded layout (docs/layouts.md)",
+    )
+    add_format(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
         "--cases",
@@ -35,7 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from anatssl.downstream.evaluate import evaluate_finetuned_segmentation
 
-    m = evaluate_finetuned_segmentation(args.model, args.data, args.out, args.cases, args.device)
+    m = evaluate_finetuned_segmentation(
+        args.model, args.data, args.out, args.cases, args.device, data_format=args.format
+    )
     print(
         f"mean Dice {m['mean_dice']:.4f}, mean HD95 {m['mean_hd95_mm']:.2f} mm on {len(m['cases'])} volumes "
         f"-> {args.out}/metrics.json"

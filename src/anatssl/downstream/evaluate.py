@@ -25,9 +25,15 @@ from anatssl.models.backbones import build_backbone
 
 
 def evaluate_finetuned_segmentation(
-    model_dir: str | Path, data: str | Path, out_dir: str | Path, cases: str = "test", device: str = "auto"
+    model_dir: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    cases: str = "test",
+    device: str = "auto",
+    data_format: str | None = None,
 ) -> dict[str, Any]:
-    """Sliding-window Dice / HD95 of ``model_dir/model.pt`` on ``data``.
+    """Sliding-window Dice / HD95 of ``model_dir/model.pt`` on ``data`` (``data_format``: its layout,
+    :data:`anatssl.data.layouts.KNOWN_FORMATS`; None: detected).
 
     ``cases``: ``test`` (the fine-tuning run's held-out split, recomputed from its ``split`` settings:
     use it with the data the model was fine-tuned on) or ``all`` (every labelled case: new data).
@@ -54,7 +60,9 @@ def evaluate_finetuned_segmentation(
             "entries); re-run `anatssl finetune` to write it again"
         )
     model_labels = parse_label_map(ckpt["anatssl"].get("labels"), str(model_path))
-    all_cases, label_map = read_labelled_dataset(data, need_labels=True)
+    all_cases, label_map = read_labelled_dataset(
+        data, need_labels=True, fmt=data_format, cache_dir=cfg.data.cache_dir, max_voxels=cfg.data.max_voxels
+    )
     if label_map != model_labels:
         raise DataError(f"{data}: its labels {label_map} differ from the model's {model_labels}")
     test = split_cases(all_cases, cfg.split)[1] if cases == "test" else all_cases
