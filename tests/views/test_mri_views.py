@@ -188,3 +188,15 @@ def test_sam_mri_preset(source: MRISource) -> None:
     vol = MRISource(cfg.data).load(0)  # the 2 mm heads resampled to 5 mm
     out = _arrays(m.views(vol, np.random.default_rng(0), source))
     assert out["valid"].sum() >= 50 and np.isfinite(out["view1"]).all()
+
+
+def test_alice_stage0_sam_reads_mri_as_mri() -> None:
+    """Alice's stage 0 trains SAM from a SAM preset (CT); an MRI Alice run hands it its MRI settings."""
+    from anatssl.runs.alice_stage0 import sam_stage0_config
+
+    over = ["data.modality=mri", "data.mri_percentiles=[1,99]", "data.mri_bias_field=0.1"]
+    sam = sam_stage0_config(load_pretrain_config("alice", "tiny", None, over)).data
+    assert sam.modality == "mri" and tuple(sam.mri_percentiles) == (1.0, 99.0) and sam.mri_bias_field == 0.1
+    assert tuple(sam.spacing) == (10.0, 10.0, 10.0)  # SAM's own spacing (sam_tiny), as for CT
+    ct = sam_stage0_config(load_pretrain_config("alice", "tiny", None, [])).data
+    assert ct.modality == "ct" and tuple(ct.hu_window) == (-1000.0, 1000.0)  # sam_tiny's window, as before

@@ -57,7 +57,10 @@ def check_alice_data(ctx: PretrainContext, embeddings_dir: str | None) -> None:
 
 def sam_stage0_config(cfg: PretrainConfig) -> PretrainConfig:
     """What ``anatssl pretrain --method sam --preset <alice.sam_preset>`` resolves, for ``alice.sam_steps``
-    steps, with the Alice run's seed, device, logging, workers, channels and cache folder."""
+    steps, with the Alice run's seed, device, logging, workers, channels and cache folder. An MRI run
+    (``data.modality=mri``) also passes its modality and MRI settings: SAM's presets are CT, and an MRI
+    read through their HU window would be clipped to nonsense. CT keeps the SAM preset's own window
+    (and every SAM preset keeps its own spacing)."""
     p = cfg.params
     overrides = [
         f"train.max_steps={p.sam_steps}",
@@ -70,6 +73,15 @@ def sam_stage0_config(cfg: PretrainConfig) -> PretrainConfig:
     ]
     if cfg.data.cache_dir:
         overrides.append(f"data.cache_dir={cfg.data.cache_dir}")
+    if cfg.data.modality == "mri":
+        d = cfg.data
+        overrides += [
+            "data.modality=mri",
+            f"data.mri_percentiles=[{d.mri_percentiles[0]},{d.mri_percentiles[1]}]",
+            f"data.mri_gamma=[{d.mri_gamma[0]},{d.mri_gamma[1]}]",
+            f"data.mri_bias_field={d.mri_bias_field}",
+            f"data.mri_contrast=[{d.mri_contrast[0]},{d.mri_contrast[1]}]",
+        ]
     return load_pretrain_config("sam", p.sam_preset, None, overrides)
 
 
