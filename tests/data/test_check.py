@@ -178,6 +178,12 @@ def _case(doc: dict, name: str) -> dict:
     return next(c for c in doc["cases"] if c["name"] == name)
 
 
+def error_row(out: str, case: str) -> str:
+    """The first line of ``case``'s row in the errors table (case | file | error) of the screen output."""
+    table = out[out.index("error(s): a run would fail") :]
+    return next(line for line in table.splitlines() if line.startswith(f"│ {case} "))
+
+
 def test_corrupt_file_fails_naming_it(synth: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = synth / "imagesTr" / "synth_001.nii.gz"
     bad.write_bytes(bad.read_bytes()[:300])  # truncated download
@@ -189,9 +195,10 @@ def test_corrupt_file_fails_naming_it(synth: Path, capsys: pytest.CaptureFixture
     assert case["status"] == "error" and case["readable"] is False
     assert str(bad) in case["errors"][0] and "corrupt" in case["errors"][0]
     assert _case(doc, "synth_000")["status"] == "warning"
-    assert str(bad) in out and "1 error(s)" in out
-    row = next(line for line in out.splitlines() if "synth_001" in line and "│" in line)
-    assert "error" in row
+    assert "1 error(s): a run would fail or drop the case" in out
+    cases_row = next(line for line in out.splitlines() if "synth_001" in line and "│" in line)
+    assert "│ error " in cases_row and "│ -  " in cases_row  # status error, no shape
+    assert "imagesTr/synth_001.nii.gz" in error_row(out, "synth_001")
 
 
 def test_label_on_another_grid_fails(synth: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,7 +214,7 @@ def test_label_on_another_grid_fails(synth: Path, capsys: pytest.CaptureFixture[
     assert case["label_values"] is None
     (err,) = case["errors"]
     assert str(lab) in err and "different voxel->world affines (max difference 6 mm" in err
-    assert str(lab) in out
+    assert "labelsTr/synth_002.nii.gz" in error_row(out, "synth_002")
 
 
 def test_label_of_another_shape_fails(synth: Path) -> None:
@@ -232,7 +239,8 @@ def test_label_values_outside_the_table_fail(synth: Path, capsys: pytest.Capture
     assert 42 in case["label_values"] and 25 in case["label_values"]
     (err,) = case["errors"]
     assert str(lab) in err and "values [25, 42] that the label table does not name" in err
-    assert "outside the table: [25, 42]" in out and str(lab) in out
+    assert "outside the table: [25, 42]" in out
+    assert "labelsTr/synth_000.nii.gz" in error_row(out, "synth_000")
 
 
 def test_channel_count_mismatch_fails(tmp_path: Path) -> None:
@@ -377,7 +385,7 @@ def test_nnunet_channel_on_another_grid_fails(tmp_path: Path, capsys: pytest.Cap
     case = _case(doc, "case_001")
     (err,) = case["errors"]
     assert f"channel file {moved} is on another grid" in err and "spacing [3.0, 3.0, 3.0]" in err
-    assert str(moved) in out
+    assert "imagesTr/case_001_0001.nii.gz" in error_row(out, "case_001")
 
 
 def test_nnunet_missing_channel_file_fails(tmp_path: Path) -> None:

@@ -223,9 +223,30 @@ def _spread_row(d: dict[str, list[float]] | None, fmt: Any) -> tuple[str, str, s
     return (fmt(d["min"]), fmt(d["median"]), fmt(d["max"]))
 
 
+def _short(path: str) -> str:
+    """``/data/ds/labelsTr/a.nii.gz`` -> ``labelsTr/a.nii.gz``: an image and its label often share a name."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def error_rows(report: Any) -> list[tuple[str, str, str]]:
+    """(case, file name, message) per error: each case's own first (the file is the one of the case's
+    files that its message names), then the dataset's (case ``-``)."""
+    rows, own = [], set()
+    for c in report.cases:
+        files = [*c.images, *([c.label] if c.label else [])]
+        for e in c.errors:
+            named = sorted((e.find(f), f) for f in files if f in e)  # the first file the message names
+            rows.append((c.name, _short(named[0][1]) if named else "-", e))
+            own.add(e)
+    rows += [("-", "-", e) for e in report.errors if e not in own]
+    return rows
+
+
 def print_report(console: Any, report: Any, show_cases: bool = True) -> None:
     """The check on screen: a per-case table, the distributions, the preprocessing, errors, warnings."""
     from rich.table import Table
+    from rich.text import Text
 
     from anatssl.data.check import fmt_number
 
@@ -290,19 +311,27 @@ def print_report(console: Any, report: Any, show_cases: bool = True) -> None:
     guess = f"[bold]{m['modality'].upper()}[/bold] ({m['confidence']} confidence)"
     console.print(f"modality guess: {guess}: {m['evidence']}")
     if report.label_table:
-        present = s.get("label_values_present", [])
+        present = [v for v in s.get("label_values_present", []) if v in report.label_table]
         outside = sorted(
             {v for c in report.cases for v in (c.label_values or []) if v not in report.label_table}
         )
         console.print(
-            f"labels: {len(report.label_table)} in the table, {len(present)} values present"
+            f"labels: {len(report.label_table)} values in the table, {len(present)} of them present"
             + (f", [red]outside the table: {outside}[/red]" if outside else "")
         )
     console.print("preprocessing a run would apply: " + describe_settings(report.settings))
     if report.errors:
-        console.print(f"[red bold]{len(report.errors)} error(s)[/] (a run would fail or drop the case):")
-        for e in report.errors:
-            console.print(f"  [red]x[/] {e}", markup=False, highlight=False)
+        t = Table(
+            title=f"{len(report.errors)} error(s): a run would fail or drop the case",
+            title_justify="left",
+            title_style="bold red",
+        )
+        t.add_column("case", no_wrap=True)
+        t.add_column("file", no_wrap=True)
+        t.add_column("error", overflow="fold")
+        for case, where, text in error_rows(report):
+            t.add_row(Text(case), Text(where), Text(text))
+        console.print(t)
     if report.warnings:
         console.print(f"[yellow]{len(report.warnings)} warning(s)[/]:")
         for w in report.warnings:
