@@ -250,7 +250,8 @@ class PairMiner:
     ``border_margin`` (voxels) keeps the query away from the volume border so that its crop is mostly
     inside the scan (64^3 crops: 16 keeps at least 3/4 of each side inside); on an axis shorter than
     twice the margin the margin shrinks to what fits. ``foreground_threshold`` is in normalised
-    intensity (CT windowed to [0, 1]: 0 is the window floor; 0.05 ignores noise in air).
+    intensity (CT windowed to [0, 1]: 0 is the window floor; MRI percentile-scaled: 0 is the low
+    percentile; 0.05 ignores noise in air either way).
     """
 
     def __init__(
