@@ -2,10 +2,14 @@
 
     python benchmarks/bench_pretrain.py --method swinssl --preset tiny --steps 6
     python benchmarks/bench_pretrain.py --method swinssl --preset base --steps 3 --set train.batch_size=2
+    python benchmarks/bench_pretrain.py --method swinssl simmim s2dc alice voco modelsgenesis \
+        --preset tiny base --steps 3 --set train.amp=none --json benchmarks/results/bench_pretrain_all.json
 
 Each configuration runs in a fresh subprocess so that peak memory (max RSS on CPU, the CUDA
 allocator's peak on GPU) belongs to that configuration alone. The first step (allocator warm-up,
 lazy initialisation) is excluded from the mean. Data: synthetic phantoms made by ``anatssl synth``.
+With ``--json`` every finished configuration is written at once and a rerun skips the configurations
+the file already holds (a long table survives an interruption).
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def run_one(method: str, preset: str, steps: int, overrides: list[str], threads:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", default="swinssl")
+    ap.add_argument("--method", nargs="+", default=["swinssl"], help="one or more methods")
     ap.add_argument("--preset", nargs="+", default=["tiny", "base"])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -98,11 +102,29 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
-    results = []
-    for preset in args.preset:
-        res = run_one(args.method, preset, args.steps, args.set, args.threads, data)
-        res.update(method=args.method, preset=preset, overrides=args.set)
-        results.append(res)
+    results: list[dict] = []
+    if args.json and Path(args.json).is_file():
+        results = json.loads(Path(args.json).read_text())
+    for method in args.method:
+        for preset in args.preset:
+            if any(
+                r["method"] == method and r["preset"] == preset and r["overrides"] == args.set
+                for r in results
+            ):
+                print(f"{method} {preset}: in {args.json} already, skipped", flush=True)
+                continue
+            res = run_one(method, preset, args.steps, args.set, args.threads, data)
+            res.update(
+                method=method, preset=preset, overrides=args.set, steps=args.steps, threads=args.threads
+            )
+            results.append(res)
+            print(
+                f"{method} {preset}: {res['step_s']:.2f} s/step, peak RSS {res['rss_mb']:.0f} MiB", flush=True
+            )
+            if args.json:
+                tmp = Path(args.json).with_suffix(".tmp")
+                tmp.write_text(json.dumps(results, indent=2))
+                tmp.replace(args.json)
     print("| method | preset | overrides | step (s) | peak RSS (MiB) | peak CUDA (MiB) |")
     print("|---|---|---|---|---|---|")
     for r in results:
@@ -111,8 +133,6 @@ def main() -> None:
             f"| {r['method']} | {r['preset']} | {' '.join(r['overrides']) or '-'} | "
             f"{r['step_s']:.2f} +- {r['step_s_std']:.2f} | {r['rss_mb']:.0f} | {cuda} |"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
