@@ -266,8 +266,12 @@ def test_channel_count_mismatch_fails(tmp_path: Path) -> None:
 
 
 def test_unknown_format_is_a_usage_error(synth: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out = run_cli(capsys, str(synth), "--format", "nosuch")
-    assert rc == 2 and "nosuch" in out and "msd" in out  # the message lists the known formats
+    with pytest.raises(SystemExit) as e:
+        run_cli(capsys, str(synth), "--format", "nosuch")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'nosuch'" in err and "'totalsegmentator'" in err
+    rc, out = run_cli(capsys, str(synth), "--format", "btcv")  # a known layout that is not this one
+    assert rc == 2 and "no imgXXXX.nii.gz files" in out
     rc, out = run_cli(capsys, str(synth / "missing"))
     assert rc == 2 and "does not exist" in out
 

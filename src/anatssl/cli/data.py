@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from anatssl.cli.args import add_config_layers, command_parser
+from anatssl.cli.args import FORMATS, add_config_layers, command_parser
 
 CHECK_EPILOG = """\
 examples:
@@ -93,9 +93,9 @@ def add_check_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="dataset folder, dataset.json, CSV or scan file")
     p.add_argument(
         "--format",
-        dest="fmt",
-        metavar="FORMAT",
-        help="the dataset layout (default: detected); an unknown name lists the known ones",
+        choices=FORMATS,
+        default=None,
+        help="the layout of PATH (default: detected from the files; docs/layouts.md)",
     )
     p.add_argument(
         "--modality",
@@ -136,7 +136,7 @@ def run_check(args: argparse.Namespace) -> int:
         overrides.append(f"data.modality={args.modality}")
     cfg = load_pretrain_config(args.method, args.preset, args.config, overrides)
     crop = build_method(cfg).min_volume_shape  # the tiny presets build in ~0.1 s
-    files = read_cases(args.path, args.fmt)
+    files = read_cases(args.path, args.format)
     with progress_bar(not args.quiet, len(files.cases), "checking scans") as advance:
         report = check_dataset(
             args.path,
