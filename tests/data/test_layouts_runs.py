@@ -102,7 +102,18 @@ def test_in_channels_disagreeing_with_the_channel_files(tmp_path):
     ):
         check_channels(cases, 1, root)
     check_channels(cases, 2, root)
-    msd_cases, _ = read_labelled_dataset(msd_4d(tmp_path / "Task01", n=1, channels=4))
+    task = msd_4d(tmp_path / "Task01", n=2, channels=4)
+    with pytest.raises(
+        DataError, match=r"images are 4D with 4 channels \(e.g. .*BRATS_000.nii.gz\) .*in_channels=4"
+    ):
+        VolumeSource(task, DataConfig(), cache_dir=tmp_path / "cache", channels=1)
+    with pytest.raises(
+        DataError, match=r"images are 3D \(1 channel\) .*in_channels is 2; set model.in_channels=1"
+    ):
+        VolumeSource(
+            totalsegmentator(tmp_path / "ts", n=1), DataConfig(), cache_dir=tmp_path / "c2", channels=2
+        )
+    msd_cases, _ = read_labelled_dataset(task)
     with pytest.raises(DataError, match="set model.in_channels=4"):
         check_channels(msd_cases, 1, tmp_path / "Task01")
 

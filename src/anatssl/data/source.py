@@ -80,9 +80,50 @@ def choose_cache_dir(
     raise DataError(f"no writable cache folder among {[str(c) for c in candidates]}; set data.cache_dir")
 
 
+PEEK_HEADERS = 3
+"""Single-file scans whose NIfTI header :func:`check_channel_files` reads before anything is decoded."""
+
+
+def _header_channels(items: Sequence[DataItem]) -> tuple[int, Path] | None:
+    """(channels, file) if the first ``PEEK_HEADERS`` single-file NIfTI scans agree on their channel
+    count (a 4D file's 4th axis, else 1); None if they disagree or none could be read (each scan is
+    then checked when it is read)."""
+    from anatssl.data.header import read_header
+
+    seen: list[tuple[int, Path]] = []
+    for it in items:
+        if it.channels:
+            continue
+        try:
+            header = read_header(it.image)
+        except DataError:
+            continue
+        if header is None:
+            continue
+        shape = header.shape
+        n = 1
+        for s in shape[3:]:
+            n *= max(int(s), 1)
+        seen.append((n, it.image))
+        if len(seen) == PEEK_HEADERS:
+            break
+    if not seen or len({n for n, _ in seen}) != 1:
+        return None
+    return seen[0]
+
+
 def check_channel_files(items: Sequence[DataItem], channels: int) -> None:
-    """Multi-file cases (nnU-Net) must have ``model.in_channels`` channel files each (a 4D file's channel
-    count is checked when it is read)."""
+    """``model.in_channels`` must match the data, said before anything is decoded: multi-file cases
+    (nnU-Net) need that many channel files each; single files are checked from the headers of the first
+    few (4D: the 4th axis), each scan again when it is read."""
+    peek = _header_channels(items)
+    if peek is not None and peek[0] != channels:
+        n, path = peek
+        kind = f"4D with {n} channels" if n > 1 else "3D (1 channel)"
+        raise DataError(
+            f"the dataset's images are {kind} (e.g. {path}) but model.in_channels is {channels}; set "
+            f"model.in_channels={n} (a key=value override)"
+        )
     counts = sorted({len(it.channels) for it in items if it.channels})
     if counts and counts != [channels]:
         odd = next(it for it in items if it.channels and len(it.channels) != channels)
