@@ -165,6 +165,32 @@ def test_monai_loader_stacks_channel_files(tmp_path):
     np.testing.assert_array_equal(np.asarray(item["label"][0]), label_map(0))
 
 
+def test_monai_loader_reads_msd_4d_channels(tmp_path):
+    from anatssl.downstream.segmentation import load_cases
+    from anatssl.runs.resolve import load_finetune_config
+
+    root = msd_4d(tmp_path / "Task01", n=1, channels=4)
+    cases, labels = read_labelled_dataset(root)
+    cfg = load_finetune_config(
+        "segmentation", "tiny", None, ["model.in_channels=4", "data.hu_window=[-2000,2000]"]
+    )
+    (item,) = load_cases(cfg, cases, sorted(labels))
+    assert tuple(item["image"].shape) == (4, *SHAPE)
+    np.testing.assert_allclose(
+        np.asarray(item["image"][3]), (image(3, offset=300.0) + 2000) / 4000, atol=1e-5
+    )
+
+
+def test_finetuning_refuses_nnunet_label_values_outside_the_table(tmp_path):
+    from anatssl.downstream.labelled import check_label_values
+
+    root = nnunet(tmp_path / "d", n=3)
+    bad = _label_outside_table(root)
+    cases, labels = read_labelled_dataset(root, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match=rf"label file {bad} holds values \[9\] that .* does not name"):
+        check_label_values(cases, labels)
+
+
 # -- CLI -------------------------------------------------------------------------------------------------
 def test_cli_format_choices_are_the_known_formats(capsys):
     from anatssl.cli.args import FORMATS
