@@ -10,11 +10,13 @@ every case read as a run would read it, and what would go wrong. Per case, in th
 2. **decoding**, once per file (:func:`~anatssl.data.io.read_volume`, the run's reader, with its
    errors): spatial shape, spacing, storage orientation; per-channel intensity statistics (min,
    0.5 / 50 / 99.5 percentiles, max, mean, std; inside the label's foreground too, as nnU-Net's
-   fingerprint); the label values present against the label table; landmarks readable;
+   fingerprint); the label values present against the label table (TotalSegmentator / AbdomenAtlas
+   masks merged by :func:`anatssl.data.layouts.merge_masks`); landmarks readable;
 3. **the preprocessing a run would apply** (:mod:`anatssl.data.presets`, the resolved ``data.*``):
    intensity scaling and the body box found on the native grid; the shape after resampling to
-   ``data.spacing`` and cropping, estimated from the native grid (within a voxel or two of what
-   :func:`~anatssl.data.presets.preprocess` makes, without paying for the resampling), compared with
+   ``data.spacing`` and cropping, estimated from the native grid (exact without resampling, within a
+   voxel of what :func:`~anatssl.data.presets.preprocess` makes with it, tested; no resampling paid
+   for), compared with
    the method's crop (a smaller scan is zero-padded: a warning, not an error);
 4. **a modality guess** from the intensity distribution (:func:`guess_modality`).
 
@@ -272,8 +274,9 @@ def estimate_preprocessed_shape(
 ) -> list[int]:
     """(X, Y, Z) after resampling to ``target`` mm and the body crop, from the native grid: the body
     box (without margin) scaled by native / target spacing, plus :data:`CROP_MARGIN` voxels each side
-    on the new grid, at most the resampled scan. ``body`` None: no crop. Within a voxel or two of
-    :func:`~anatssl.data.presets.preprocess` (the box is found before, not after, interpolation)."""
+    on the new grid, at most the resampled scan. ``body`` None: no crop. Exact without resampling,
+    within a voxel of :func:`~anatssl.data.presets.preprocess` with it (the box is found before, not
+    after, interpolation)."""
     ratio = np.ones(3) if target is None else np.asarray(spacing, np.float64) / np.asarray(target, np.float64)
     full = np.maximum(1, np.round(np.asarray(shape, np.float64) * ratio))
     if body is None:
