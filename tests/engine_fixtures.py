@@ -57,3 +57,35 @@ FAST_S2DC = [
 def metrics_rows(run: Path) -> list[dict]:
     """A run folder's ``metrics.jsonl``, one dict per logged step."""
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def check_cli_resume(
+    base: list[str], opts: list[str], tmp: Path, terms: tuple[str, ...]
+) -> tuple[list, dict]:
+    """``anatssl <base> ... <opts>`` with ``train.max_steps=4``: 4 steps in one go == 2 steps
+    (``train.stop_after=2``), then ``--resume`` to 4: the same finite ``terms`` at every step and
+    bit-identical weights. -> (the uninterrupted run's metric rows, its final weights)."""
+    import math
+
+    import torch
+
+    from anatssl.cli.main import main
+    from anatssl.engine.checkpoint import load_checkpoint
+
+    full, part = tmp / "full", tmp / "part"
+    opts = [*opts, "train.max_steps=4"]
+    assert main([*base, "--out", str(full), *opts]) == 0
+    assert main([*base, "--out", str(part), *opts, "train.stop_after=2"]) == 0
+    assert [r["step"] for r in metrics_rows(part)] == [1, 2]
+    assert main([*base, "--out", str(part), "--resume"]) == 0
+    a, b = metrics_rows(full), metrics_rows(part)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        for key in terms:
+            assert math.isfinite(ra[key]) and ra[key] == rb[key], (key, ra, rb)
+    wa = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    wb = load_checkpoint(part / "checkpoints" / "last.pt")["model"]
+    assert wa.keys() == wb.keys()
+    for k, v in wa.items():
+        torch.testing.assert_close(wb[k], v, rtol=0, atol=0, msg=k)
+    return a, wa
