@@ -15,6 +15,7 @@ examples:
   anatssl benchmark --suite synthetic-small --out bench/small --jobs 2     # hours on a 2-core CPU
   anatssl benchmark --suite synthetic-small --out bench/small --seeds 0 --labeled 2   # a first look
   anatssl benchmark --suite synthetic-small --out bench/small --methods swinssl,simmim
+  anatssl benchmark --suite real-mri --out bench/mri --methods sam   # the SAM arm only (needs .[mri])
 
 Suites:
 {suites}
@@ -67,12 +68,13 @@ def run(args: argparse.Namespace) -> int:
     setup_console_logging()
     suite = get_suite(args.suite)
     methods = None
+    arms = (*suite.methods, "sam") if suite.sam is not None else suite.methods
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in suite.methods]
+        unknown = [m for m in methods if m not in arms]
         if unknown:
             raise ConfigError(
-                f"--methods {','.join(unknown)}: not in suite {suite.name!r} ({', '.join(suite.methods)})"
+                f"--methods {','.join(unknown)}: not in suite {suite.name!r} ({', '.join(arms)})"
             )
     try:
         if args.seeds:
@@ -87,6 +89,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds / --labeled take comma-separated integers: {e}") from e
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    results = run_suite(suite, args.out, methods=methods, data=args.data, jobs=args.jobs)
+    data = args.data
+    if data is None and (suite.sam is not None or suite.data.get("kind", "torso") != "torso"):
+        from anatssl.bench.sam_arm import suite_data  # brains are not anatssl synth's default kind
+
+        data = suite_data(suite, Path(args.out))
+    if suite.sam is not None and (methods is None or "sam" in methods):
+        from anatssl.bench.sam_arm import run_sam_arm
+
+        run_sam_arm(suite, Path(data), Path(args.out))
+        print((Path(args.out) / "sam.md").read_text())
+        if methods == ["sam"]:
+            return 0
+        methods = [m for m in methods if m != "sam"] if methods else None
+    results = run_suite(suite, args.out, methods=methods, data=data, jobs=args.jobs)
     print((Path(args.out) / "results.md").read_text())
     return 1 if results.get("failures") else 0

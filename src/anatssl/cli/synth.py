@@ -1,6 +1,9 @@
-"""``anatssl synth``: write a synthetic CT dataset (torso phantoms, organ labels, landmarks).
+"""``anatssl synth``: write a synthetic dataset: CT torso phantoms (organ labels, landmarks), or with
+``--kind mri-brain`` warped copies of the MNI152 T1 brain (atlas labels, their centroids as landmarks).
 
-Example: ``anatssl synth --out data/synth --n 16 --seed 0 --size 96 --region both --lesions 0.5``.
+Example: ``anatssl synth --out data/synth --n 16 --seed 0 --size 96 --region both --lesions 0.5``;
+``anatssl synth --kind mri-brain --out data/brain --n 32`` (needs ``pip install -e ".[mri]"`` and
+``apt-get install mricron-data``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from anatssl.data.synthetic.subject import DEFAULT_FOV_MM, DEFAULT_SIZE, MIN_SIZ
 from anatssl.data.synthetic.writer import check_request, write_dataset
 from anatssl.errors import AnatsslError, ConfigError
 
+KINDS = ("torso", "mri-brain")
+BRAIN_SIZE = (64, 76, 64)
+"""``mri_brain.DEFAULT_SIZE`` (not imported here: that module is only loaded for --kind mri-brain)."""
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -27,6 +34,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "landmarks, world mm) and DIR/dataset.json. Deterministic: the same --seed gives identical "
             "files, and subject i does not depend on --n. See docs/data.md."
         ),
+    )
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="torso",
+        help="torso: procedural CT phantoms (default); mri-brain: the MNI152 T1 template (nilearn) under a "
+        "known random affine + elastic warp and MRI-like intensity changes, Harvard-Oxford cortical + JHU "
+        "white-matter labels (Debian mricron-data) and their centroids as landmarks; default grid 64 x 76 x "
+        "64 at 3 mm (src/anatssl/data/synthetic/mri_brain.py, docs/results/real-mri.md)",
     )
     p.add_argument(
         "--out", required=True, metavar="DIR", help="output folder (created; must be new or empty)"
@@ -43,10 +59,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--size",
         type=int,
         nargs="+",
-        default=[DEFAULT_SIZE],
+        default=None,
         metavar="N",
         help=f"grid size in voxels: one value (a cube) or three (X Y Z), each >= {MIN_SIZE}; "
-        f"default {DEFAULT_SIZE}",
+        f"default {DEFAULT_SIZE} (mri-brain: {' '.join(map(str, BRAIN_SIZE))})",
     )
     p.add_argument(
         "--spacing",
@@ -60,9 +76,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--region",
         choices=REGIONS,
-        default="both",
+        default=None,
         help="scan range along the body: chest (lung apices to upper abdomen), abdomen (diaphragm to "
-        "pubis), both (heart to the aortic bifurcation; the default), or random (drawn per subject)",
+        "pubis), both (heart to the aortic bifurcation; the default), or random (drawn per subject); "
+        "torso only",
     )
     p.add_argument(
         "--lesions",
@@ -79,6 +96,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "mri-brain":
+        return run_brain(args)
+    if args.region is None:
+        args.region = "both"
+    if args.size is None:
+        args.size = [DEFAULT_SIZE]
     if len(args.size) not in (1, 3):
         raise ConfigError(f"--size takes one value or three (X Y Z), got {args.size}")
     if args.spacing is not None and len(args.spacing) not in (1, 3):
@@ -140,5 +163,37 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.n} subjects{extra} to {args.out} (size {syn['size']}, spacing "
         f"{[round(v, 3) for v in syn['spacing']]} mm, region {args.region}) in {total:.1f} s: "
         f"{make:.2f} s/subject to generate + {write:.2f} s/subject to write"
+    )
+    return 0
+
+
+def run_brain(args: argparse.Namespace) -> int:
+    """``--kind mri-brain``: :func:`anatssl.data.synthetic.mri_brain.write_brain_dataset`."""
+    from anatssl.data.synthetic.mri_brain import DEFAULT_SIZE as SIZE
+    from anatssl.data.synthetic.mri_brain import DEFAULT_SPACING, write_brain_dataset
+
+    if args.region is not None or args.lesions is not None:
+        raise ConfigError("--region and --lesions are torso options; --kind mri-brain takes neither")
+    for name in ("size", "spacing"):
+        v = getattr(args, name)
+        if v is not None and len(v) not in (1, 3):
+            raise ConfigError(f"--{name} takes one value or three (X Y Z), got {v}")
+    size = SIZE if args.size is None else (args.size * 3 if len(args.size) == 1 else args.size)
+    spacing = DEFAULT_SPACING if args.spacing is None else args.spacing * (3 // len(args.spacing))
+    t0 = time.perf_counter()
+    try:
+        dataset = write_brain_dataset(
+            args.out, n=args.n, seed=args.seed, size=size, spacing=spacing, overwrite=args.overwrite
+        )
+    except AnatsslError as e:
+        msg = str(e)
+        for name in ("size", "spacing", "n", "seed"):
+            msg = msg.replace(f"{name} ", f"--{name} ", 1) if msg.startswith(name) else msg
+        raise type(e)(msg) from e
+    syn = dataset["synthetic"]
+    assert isinstance(syn, dict)
+    print(
+        f"wrote {args.n} mri-brain subjects to {args.out} (size {syn['size']}, spacing {syn['spacing']} mm, "
+        f"{len(dataset['labels']) - 1} labels) in {time.perf_counter() - t0:.1f} s"  # type: ignore[arg-type]
     )
     return 0
