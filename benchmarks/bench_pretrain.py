@@ -41,27 +41,38 @@ print("RESULT " + json.dumps({"seconds": [r["seconds"] for r in rows],
 """
 
 
-def run_one(method: str, preset: str, steps: int, overrides: list[str], threads: int, data: Path) -> dict:
+def _run_child(
+    method: str,
+    preset: str,
+    steps: int,
+    overrides: list[str],
+    threads: int,
+    data: Path,
+    tmp: Path,
+    timeout: float,
+) -> subprocess.CompletedProcess:
+    args = [method, preset, str(steps), json.dumps(overrides), str(threads), str(data), str(tmp / "run")]
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+        timeout=timeout,
+    )
+
+
+def run_one(
+    method: str, preset: str, steps: int, overrides: list[str], threads: int, data: Path, timeout: float
+) -> dict:
+    """One configuration in a fresh process; a failure (killed for memory: -9, over ``timeout``) is
+    returned as ``{"error": ...}`` so the other configurations still run."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                method,
-                preset,
-                str(steps),
-                json.dumps(overrides),
-                str(threads),
-                str(data),
-                str(Path(tmp) / "run"),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-        )
+        try:
+            out = _run_child(method, preset, steps, overrides, threads, data, Path(tmp), timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"over the --timeout of {timeout:.0f} s", "seconds": []}
     if out.returncode != 0:
-        raise SystemExit(out.stderr[-4000:])
+        return {"error": f"exit status {out.returncode}: {out.stderr[-1500:]}", "seconds": []}
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     res = json.loads(line[len("RESULT ") :])
     timed = res["seconds"][1:] or res["seconds"]
@@ -76,6 +87,7 @@ def main() -> None:
     ap.add_argument("--preset", nargs="+", default=["tiny", "base"])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds one configuration may take")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run")
     ap.add_argument("--data", help="a dataset (default: 4 synthetic 96^3 phantoms in a temp dir)")
     ap.add_argument("--json", help="write the results here")
@@ -113,7 +125,12 @@ def main() -> None:
             ):
                 print(f"{method} {preset}: in {args.json} already, skipped", flush=True)
                 continue
-            res = run_one(method, preset, args.steps, args.set, args.threads, data)
+            res = run_one(method, preset, args.steps, args.set, args.threads, data, args.timeout)
+            if "error" in res:
+                print(f"{method} {preset}: failed, {res['error'][:300]}", flush=True)
+                res.update(method=method, preset=preset, overrides=args.set, step_s=None, rss_mb=None)
+                results.append(res)
+                continue
             res.update(
                 method=method, preset=preset, overrides=args.set, steps=args.steps, threads=args.threads
             )
@@ -128,6 +145,9 @@ def main() -> None:
     print("| method | preset | overrides | step (s) | peak RSS (MiB) | peak CUDA (MiB) |")
     print("|---|---|---|---|---|---|")
     for r in results:
+        if r.get("error"):
+            print(f"| {r['method']} | {r['preset']} | {' '.join(r['overrides']) or '-'} | failed | - | - |")
+            continue
         cuda = f"{r['cuda_mb']:.0f}" if r["cuda_mb"] is not None else "-"
         print(
             f"| {r['method']} | {r['preset']} | {' '.join(r['overrides']) or '-'} | "
