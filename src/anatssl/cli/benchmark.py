@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from anatssl.cli.args import command_parser
+from anatssl.cli.args import add_format, command_parser
 
 EPILOG = """\
 examples:
@@ -46,8 +46,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="comma-separated seeds overriding the suite's (e.g. 0 for a first look)")
     p.add_argument("--labeled", help="comma-separated labelled-volume counts overriding the suite's")
     p.add_argument(
-        "--data", help="use this labelled dataset.json instead of generating the suite's synthetic data"
+        "--data",
+        help="use this labelled dataset (an MSD dataset.json or its folder, or a downloaded layout: "
+        "docs/layouts.md) instead of generating the suite's synthetic data",
     )
+    add_format(p)
     p.add_argument(
         "--jobs",
         type=int,
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from anatssl.errors import ConfigError
 
     setup_console_logging()
+    if args.format is not None:
+        check_data_format(args.data, args.format)
     suite = get_suite(args.suite)
     methods = None
     arms = (*suite.methods, "sam") if suite.sam is not None else suite.methods
@@ -105,3 +110,20 @@ def run(args: argparse.Namespace) -> int:
     results = run_suite(suite, args.out, methods=methods, data=data, jobs=args.jobs)
     print((Path(args.out) / "results.md").read_text())
     return 1 if results.get("failures") else 0
+
+
+def check_data_format(data: str | None, fmt: str) -> None:
+    """``--format``: ``--data`` must read as that layout (else the layout reader's message), and the
+    suite's cells, which detect the layout of ``--data``, must read it the same way."""
+    from anatssl.data.layouts import MASK_FORMATS, detect_format, read_dataset
+    from anatssl.errors import ConfigError, DataError
+
+    if data is None:
+        raise ConfigError(f"--format {fmt} names the layout of --data; give --data too")
+    read_dataset(data, fmt)
+    found = detect_format(data)
+    if found != fmt and not {found, fmt} <= set(MASK_FORMATS):
+        raise DataError(
+            f"--format {fmt}: {data} also reads as {found}, the layout the benchmark's cells detect; "
+            "move the other layout's files out of the folder"
+        )
