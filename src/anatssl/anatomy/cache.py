@@ -5,11 +5,16 @@ Layout of a cache directory ``DIR`` (written by ``anatssl embed``)::
     DIR/cache.json            # model run, weights hash, preprocessing preset (+ its hash), strides
     DIR/<stem>-<key>.npz      # fine, coarse (float16), fine_affine, coarse_affine, meta (JSON)
 
-An entry is *fresh* when its recorded source hash (the scan file's bytes), weights hash and preset
-hash all equal the current ones; ``embed`` recomputes stale entries and skips fresh ones, and
-:meth:`EmbeddingCache.get` refuses stale or missing ones with a message that says what to run. Every
-file is written to a temporary name and renamed, so an interrupted ``embed`` never leaves a
-half-written entry behind.
+An entry is *fresh* when its recorded source hash (the bytes of every file of the scan: all channel
+files of a multi-file case), weights hash and preset hash all equal the current ones; ``embed``
+recomputes stale entries and skips fresh ones, and :meth:`EmbeddingCache.get` refuses stale or missing
+ones with a message that says what to run. Every file is written to a temporary name and renamed, so
+an interrupted ``embed`` never leaves a half-written entry behind.
+
+A scan is a path or a :class:`~anatssl.data.manifest.DataItem`. A multi-channel case (nnU-Net's
+``{case}_0000``, ``{case}_0001``, ... files, or one 4D file) is embedded with all its channels stacked
+``(C, X, Y, Z)``, as the SAM network was trained (``SAMNet(in_channels=model.in_channels)``); its entry
+is keyed by the first channel file (``DataItem.image``, the path of the loaded :class:`Volume`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from anatssl.anatomy.sam_model import SAMNet, embed_tensor, grid_affine
 from anatssl.config.loader import to_dict
 from anatssl.config.schema import DataConfig
 from anatssl.data.jsonfile import read_json
+from anatssl.data.manifest import DataItem
 from anatssl.data.presets import preset_key
 from anatssl.data.volume import Volume
 from anatssl.errors import DataError
@@ -43,19 +49,35 @@ FG_THRESHOLD = 0.05
 the way from the low to the high ``data.mri_percentiles`` value)."""
 
 
+Scan = str | Path | DataItem
+"""A scan as the cache takes it: its image path, or its :class:`DataItem` (every channel file)."""
+
+
+def scan_key(scan: Scan) -> Path:
+    """The path an entry is keyed by: the image file (a multi-file case's first channel file)."""
+    return Path(scan.image) if isinstance(scan, DataItem) else Path(scan)
+
+
+def scan_files(scan: Scan) -> tuple[Path, ...]:
+    """The files whose bytes a scan's entry depends on, in channel order."""
+    return tuple(Path(f) for f in scan.files) if isinstance(scan, DataItem) else (Path(scan),)
+
+
 # -- hashes ---------------------------------------------------------------------------------------
-def source_hash(path: str | Path) -> str:
-    """sha256 (16 hex digits) of a scan's bytes; a DICOM folder hashes its files in name order."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"scan {path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+def source_hash(scan: Scan) -> str:
+    """sha256 (16 hex digits) of a scan's bytes; a DICOM folder hashes its files in name order, a
+    multi-file case (a :class:`DataItem` with ``channels``) every channel file in channel order (a
+    single file hashes as before, so existing caches stay fresh)."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+    for path in scan_files(scan):
+        if not path.exists():
+            raise DataError(f"scan {path} does not exist")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -256,13 +278,13 @@ class EmbeddingCache:
         atomic_write_bytes(json.dumps(m, indent=1).encode(), self.manifest_path)
 
     # -- entries ---------------------------------------------------------------------------------
-    def entry_path(self, volume_path: str | Path) -> Path:
-        p = Path(volume_path).resolve()
+    def entry_path(self, volume_path: Scan) -> Path:
+        p = scan_key(volume_path).resolve()
         stem = p.name.split(".")[0] or "scan"
         return self.root / f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:10]}.npz"
 
     def stale_reason(
-        self, volume_path: str | Path, model_hash: str, preset: str, check_source: bool = True
+        self, volume_path: Scan, model_hash: str, preset: str, check_source: bool = True
     ) -> str | None:
         """None when the entry of ``volume_path`` is fresh for these hashes, else why not.
 
@@ -284,11 +306,11 @@ class EmbeddingCache:
             return "the scan file changed since"
         return None
 
-    def put(self, volume_path: str | Path, emap: EmbeddingMap, model_hash: str, preset: str) -> Path:
+    def put(self, volume_path: Scan, emap: EmbeddingMap, model_hash: str, preset: str) -> Path:
         """Store ``emap`` as the entry of ``volume_path``, stamped with the hashes that make it fresh."""
         emap.meta.update(
             {
-                "source": str(volume_path),
+                "source": str(scan_key(volume_path)),
                 "source_hash": source_hash(volume_path),
                 "model_hash": model_hash,
                 "preset_hash": preset,
@@ -306,9 +328,7 @@ class EmbeddingCache:
             self._current_model_hash = self.model_hash(run)
         return self._current_model_hash
 
-    def get(
-        self, volume_path: str | Path, volume: Volume | None = None, check_source: bool = True
-    ) -> EmbeddingMap:
+    def get(self, volume_path: Scan, volume: Volume | None = None, check_source: bool = True) -> EmbeddingMap:
         """The fresh embedding of ``volume_path``; with ``volume`` also check it covers that scan's grid.
 
         The one freshness check (Alice's views call it with ``check_source=False``, see
@@ -316,6 +336,7 @@ class EmbeddingCache:
         m = self.manifest()
         redo = f"re-run `anatssl embed --model {m.get('model_run')} --data PATH --out {self.root}`"
         reason = self.stale_reason(volume_path, m["model_hash"], m["preset_hash"], check_source)
+        volume_path = scan_key(volume_path)
         if reason == "missing":
             raise DataError(f"no embedding of {volume_path} in {self.root}; {redo} with a PATH that holds it")
         if reason is not None:
@@ -334,12 +355,16 @@ class EmbeddingCache:
 
 
 # -- a whole dataset --------------------------------------------------------------------------------
-def load_preprocessed(path: str | Path, data: DataConfig) -> Volume:
-    """Read one scan and apply the run's preprocessing preset (resampling, intensity, foreground crop)."""
-    from anatssl.data.io import read_volume
+def load_preprocessed(scan: Scan, data: DataConfig, channels: int = 1) -> Volume:
+    """Read one scan with its ``channels`` channels (``(C, X, Y, Z)``: a multi-file case's channel files
+    stacked, or a 4D file) and apply the run's preprocessing preset (resampling, intensity, foreground
+    crop). A channel count other than ``channels`` is a :class:`DataError` naming the case and file."""
+    from anatssl.data.io import read_scan
     from anatssl.data.presets import preprocess
 
-    return preprocess(read_volume(path, max_voxels=data.max_voxels), data)
+    case = scan.case if isinstance(scan, DataItem) else None
+    vol = read_scan(scan_files(scan), channels=channels, max_voxels=data.max_voxels, case=case)
+    return preprocess(vol, data)
 
 
 def progress_bar(enabled: bool) -> Any:

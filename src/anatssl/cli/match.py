@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
     point = parse_point(args.point)
     net, cfg, _ = load_sam(args.model, args.device)
-    vol_a = load_preprocessed(args.a, cfg.data)
-    vol_b = load_preprocessed(args.b, cfg.data)
+    vol_a = load_preprocessed(args.a, cfg.data, cfg.model.in_channels)
+    vol_b = load_preprocessed(args.b, cfg.data, cfg.model.in_channels)
     if args.voxel:
         point = _apply(file_affine(args.a), point)
     if args.embeddings:

@@ -40,8 +40,8 @@ def check_alice_data(ctx: PretrainContext, embeddings_dir: str | None) -> None:
         vol = src.load(i)
         try:
             fg = miner.foreground(vol)
-            if cache is not None:
-                check_coverage(vol, cache.get(vol.path), fg)
+            if cache is not None:  # the item: its source hash covers every channel file
+                check_coverage(vol, cache.get(src.items[i]), fg)
         except DataError as e:
             problems.append(str(e))
     if p.pairing != "same" and len(src) < 2:
@@ -146,13 +146,15 @@ def prepare_alice_run(
     out_dir: str | Path,
     embeddings: str | None = None,
     sam_run: str | None = None,
+    data_format: str | None = None,
 ) -> str:
     """:func:`alice_stage0` on its own (what ``run_pretraining`` does before training Alice); returns
-    the embeddings folder it set (``""`` when the pairing needs none)."""
+    the embeddings folder it set (``""`` when the pairing needs none). ``data_format``: the layout of
+    ``data`` (:data:`anatssl.data.layouts.KNOWN_FORMATS`; None: detected), as ``--format``."""
     from anatssl.data.layouts import discover
 
-    ctx = PretrainContext(
-        cfg, data, Path(out_dir), discover(data), options={"embeddings": embeddings, "sam_run": sam_run}
-    )
+    items = discover(data, data_format)
+    options = {"embeddings": embeddings, "sam_run": sam_run}
+    ctx = PretrainContext(cfg, data, Path(out_dir), items, options=options)
     alice_stage0(ctx)
     return cfg.params.embeddings_dir or ""

@@ -28,7 +28,7 @@ from anatssl.config.schema import PretrainConfig
 from anatssl.data.layouts import discover
 from anatssl.data.manifest import DataItem
 from anatssl.data.volume import Volume
-from anatssl.errors import CheckpointError
+from anatssl.errors import CheckpointError, DataError
 from anatssl.runs.rundir import RunDir
 
 
@@ -70,6 +70,22 @@ def embedding_cache(root: str | Path, check_model: bool = True) -> EmbeddingCach
     return EmbeddingCache(root, model_hash=sam_weights_hash if check_model else None)
 
 
+def check_sam_channels(items: Sequence[DataItem], in_channels: int, run: str | Path) -> None:
+    """The dataset's channel count (channel files per case, or the first 4D headers) must be the SAM
+    run's ``model.in_channels``; else a :class:`DataError` naming both and what to train instead."""
+    from anatssl.data.source import check_channel_files
+
+    try:
+        check_channel_files(items, in_channels)
+    except DataError as e:
+        raise DataError(
+            f"the SAM run {run} embeds {in_channels} channel(s) (its model.in_channels) and cannot embed "
+            f"this dataset: {str(e).split('; set ')[0]}; train SAM on this data with the dataset's "
+            "channel count (`anatssl pretrain --method sam ... model.in_channels=C`; Alice's stage 0 does "
+            "so with the Alice run's model.in_channels)"
+        ) from e
+
+
 def embed_dataset(
     run: str | Path,
     data: str | Path | Sequence[DataItem],
@@ -82,19 +98,24 @@ def embed_dataset(
 
     ``data``: a dataset path or its discovered items. Fresh entries are skipped, stale ones
     recomputed. Returns ``{"computed": n, "skipped": m}``.
+
+    Every channel of a case is embedded (stacked ``(C, X, Y, Z)``, as the SAM run was trained: its
+    network's first convolution takes ``model.in_channels`` channels); a dataset with another channel
+    count than the run's is refused before anything is decoded, saying how to train a SAM run that fits.
     """
     net, cfg, mhash = load_sam(run, device)
     items = discover(data) if isinstance(data, (str, Path)) else list(data)
+    check_sam_channels(items, cfg.model.in_channels, run)
     cache = EmbeddingCache(out)
     phash = preset_hash(cfg.data)
     cache.write_manifest(str(run), mhash, cfg.data, net)
-    todo = [it for it in items if cache.stale_reason(it.image, mhash, phash) is not None]
+    todo = [it for it in items if cache.stale_reason(it, mhash, phash) is not None]
     with progress_bar(progress) as bar:
         task = bar.add_task("embedding", total=len(items), completed=len(items) - len(todo))
         for it in todo:
-            vol = load_preprocessed(it.image, cfg.data)
+            vol = load_preprocessed(it, cfg.data, cfg.model.in_channels)
             emap = embed_volume(net, vol, window=window, device=device)
-            cache.put(it.image, emap, mhash, phash)
+            cache.put(it, emap, mhash, phash)
             bar.advance(task)
     return {"computed": len(todo), "skipped": len(items) - len(todo)}
 
