@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from anatssl.cli.args import SCAN_DATA_HELP, add_format
+
 CORRESPONDENCE_EPILOG = """\
 examples:
   anatssl synth --out data --n 24
@@ -35,7 +37,10 @@ def add_correspondence_args(p: argparse.ArgumentParser) -> None:
         metavar="RUN",
         help="a pretraining run (SAM or any other method) or its checkpoint file",
     )
-    p.add_argument("--data", required=True, help="dataset.json (or its folder) whose entries list landmarks")
+    p.add_argument(
+        "--data", required=True, help=SCAN_DATA_HELP + "; the cases with landmarks are the subjects"
+    )
+    add_format(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory; writes DIR/metrics.json")
     p.add_argument(
         "--features",
@@ -63,12 +68,15 @@ def run_correspondence(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from anatssl.anatomy.correspondence import evaluate_correspondence, write_metrics
+    from anatssl.cli.args import scan_items
     from anatssl.data.source import VolumeSource
     from anatssl.runs.embedding import model_embedder
 
     embed, cfg = model_embedder(args.model, args.features)
     out = Path(args.out)
-    source = VolumeSource(args.data, cfg.data, fallback_cache_dir=out / "cache")
+    source = VolumeSource(
+        scan_items(args), cfg.data, fallback_cache_dir=out / "cache", channels=cfg.model.in_channels
+    )
     vols = [source.load(i) for i in range(len(source))]
     cols = (TextColumn("correspondence"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*cols, disable=args.no_progress) as bar:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from anatssl.cli.args import add_config_layers
+from anatssl.cli.args import add_config_layers, add_format
 
 HELP = (
     "few-shot segmentation with no training: each held-out voxel takes the label of its nearest labelled "
@@ -34,7 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="'scratch' (random init with seed=S: the control), a pretraining run directory or checkpoint, "
         "or a weights file (.pt / .safetensors)",
     )
-    p.add_argument("--data", required=True, help="a labelled dataset.json (or its folder)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="a labelled dataset: an MSD dataset.json (or its folder), or a downloaded layout as it comes "
+        "(nnU-Net v2 raw, BTCV, TotalSegmentator, AbdomenAtlas; docs/layouts.md)",
+    )
+    add_format(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
         "--labeled",
@@ -68,7 +74,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_finetune_config(
         "label-transfer", args.preset, args.config, args.overrides, from_init=from_init
     )
-    m = dense_evaluation(cfg, args.data, init, args.out, counts, probe=args.probe, landmarks=args.landmarks)
+    m = dense_evaluation(
+        cfg,
+        args.data,
+        init,
+        args.out,
+        counts,
+        probe=args.probe,
+        landmarks=args.landmarks,
+        data_format=args.format,
+    )
     for key in ("label_transfer", "probe"):
         for n, r in m.get(key, {}).items():
             name = key.replace("_", " ")

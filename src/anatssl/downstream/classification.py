@@ -149,9 +149,10 @@ def classification_scores(y: np.ndarray, scores: np.ndarray) -> dict[str, float]
     return {"accuracy": acc, "auc": auc}
 
 
-def prepare(cfg: FinetuneConfig, data: str | Path) -> dict[str, Any]:
-    """Read the dataset, split it, load the volumes: what fine-tuning and probing share."""
-    cases, _ = read_labelled_dataset(data, need_labels=False)
+def prepare(cfg: FinetuneConfig, data: str | Path, data_format: str | None = None) -> dict[str, Any]:
+    """Read the dataset (as the layout ``data_format`` when given, else detected), split it, load the
+    volumes: what fine-tuning and probing share."""
+    cases, _ = read_labelled_dataset(data, need_labels=False, fmt=data_format)
     check_case_files(cases, cfg.data.max_voxels, labels=False)
     y = read_classes(cases, cfg.classification.label_key, str(data))
     tr, te = stratified_split(y, cfg.split)
@@ -168,14 +169,18 @@ def prepare(cfg: FinetuneConfig, data: str | Path) -> dict[str, Any]:
 
 
 def finetune_classification(
-    cfg: FinetuneConfig, data: str | Path, init: InitSource | str, out_dir: str | Path
+    cfg: FinetuneConfig,
+    data: str | Path,
+    init: InitSource | str,
+    out_dir: str | Path,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune encoder + linear head with cross-entropy; accuracy / AUC on the held-out split."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").unlink(missing_ok=True)
     init = resolve_init(init) if isinstance(init, str) else init
-    d = prepare(cfg, data)
+    d = prepare(cfg, data, data_format)
     save_yaml(finetune_config_to_dict(cfg), out / "config.yaml")
     device = resolve_device(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, device)

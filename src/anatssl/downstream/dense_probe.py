@@ -340,26 +340,36 @@ def _contiguous_labels(raw: np.ndarray, values: list[int], where: str) -> torch.
 
 
 def load_split(
-    cfg: FinetuneConfig, data: str | Path, out: Path, max_labeled: int | None
+    cfg: FinetuneConfig,
+    data: str | Path,
+    out: Path,
+    max_labeled: int | None,
+    data_format: str | None = None,
 ) -> tuple[list[Any], list[Any], list[int], dict[int, str]]:
-    """The fine-tuning split of ``data`` -> (first ``max_labeled`` training volumes (None: the whole
-    pool), test volumes, label values, label map), read with the pretraining pipeline (``cfg.data``)."""
+    """The fine-tuning split of ``data`` (the layout ``data_format``, None: detected) -> (first
+    ``max_labeled`` training volumes (None: the whole pool), test volumes, label values, label map),
+    read with the pretraining pipeline (``cfg.data``, ``model.in_channels`` channels)."""
     import dataclasses
 
     from anatssl.data.layouts import discover
     from anatssl.data.source import VolumeSource
     from anatssl.downstream.labelled import check_label_values, read_labelled_dataset, split_cases
 
-    cases, label_map = read_labelled_dataset(data, need_labels=True)
+    cases, label_map = read_labelled_dataset(
+        data, need_labels=True, fmt=data_format, cache_dir=cfg.data.cache_dir, max_voxels=cfg.data.max_voxels
+    )
     split = dataclasses.replace(cfg.split, labeled=max_labeled)
     train, test = split_cases(cases, split)
     check_label_values(train + test, label_map, cfg.data.max_voxels)
-    items = {it.image.resolve(): it for it in discover(data)}
+    items = {it.image.resolve(): it for it in discover(data, data_format)}
     missing = [c.image for c in train + test if c.image.resolve() not in items]
     if missing:
         raise DataError(f"{data}: cases {missing[:3]} of dataset.json were not found by the data reader")
     source = VolumeSource(
-        [items[c.image.resolve()] for c in train + test], cfg.data, fallback_cache_dir=out / "cache"
+        [items[c.image.resolve()] for c in train + test],
+        cfg.data,
+        fallback_cache_dir=out / "cache",
+        channels=cfg.model.in_channels,
     )
     vols = [source.load(i) for i in range(len(source))]
     return vols[: len(train)], vols[len(train) :], sorted(label_map), label_map
@@ -475,6 +485,7 @@ def dense_evaluation(
     transfer: bool = True,
     landmarks: bool = False,
     progress: Callable[[str], None] | None = None,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     """Probe and/or label transfer at each labelled-volume count of ``labeled`` (features computed once
     for the largest; None: ``split.labeled``, else the whole pool), optional landmark matching; writes
@@ -503,7 +514,9 @@ def dense_evaluation(
     t0 = time.perf_counter()
     backbone, init_info = frozen_encoder(cfg, init)
     backbone.to(device)
-    train_vols, test_vols, values, label_map = load_split(cfg, data, out, counts[-1] if counts else None)
+    train_vols, test_vols, values, label_map = load_split(
+        cfg, data, out, counts[-1] if counts else None, data_format
+    )
     counts = counts or [len(train_vols)]
     names = [label_map[v] for v in values[1:]]
     if progress:
@@ -546,13 +559,19 @@ def dense_evaluation(
 
 
 def run_dense_task(
-    cfg: FinetuneConfig, data: str | Path, init: InitSource | str, out_dir: str | Path
+    cfg: FinetuneConfig,
+    data: str | Path,
+    init: InitSource | str,
+    out_dir: str | Path,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     """``anatssl finetune --task segmentation-probe`` / ``label-transfer`` with ``split.labeled`` (None:
     the whole pool) labelled volumes -> metrics.json with ``mean_dice``, ``dice``, ``per_case`` of that
     task at the top level (as a segmentation fine-tuning writes them) besides the full record."""
     probe = cfg.task == "segmentation-probe"
-    m = dense_evaluation(cfg, data, init, out_dir, None, probe=probe, transfer=not probe)
+    m = dense_evaluation(
+        cfg, data, init, out_dir, None, probe=probe, transfer=not probe, data_format=data_format
+    )
     n = str(m["labeled"][0])
     res = m["probe" if probe else "label_transfer"][n]
     flat = {

@@ -32,7 +32,11 @@ def extract(net: ClassificationNet, x: torch.Tensor, device: torch.device) -> np
 
 
 def run_probe(
-    cfg: FinetuneConfig, data: str | Path, init: InitSource | str, out_dir: str | Path
+    cfg: FinetuneConfig,
+    data: str | Path,
+    init: InitSource | str,
+    out_dir: str | Path,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -42,7 +46,7 @@ def run_probe(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     init = resolve_init(init) if isinstance(init, str) else init
-    d = prepare(cfg, data)
+    d = prepare(cfg, data, data_format)
     if np.unique(d["y_train"]).size < 2:
         from anatssl.errors import DataError
 

@@ -26,17 +26,8 @@ def run_finetune(
     data_format: str | None = None,
 ) -> dict[str, Any]:
     """Dispatch on ``cfg.task`` (segmentation | classification | probe | segmentation-probe |
-    label-transfer); writes ``out_dir/metrics.json``. ``data_format``: the dataset layout (None:
-    detected); the other tasks than segmentation detect it and refuse a ``data_format`` that differs."""
-    if data_format is not None and cfg.task != "segmentation":
-        from anatssl.data.layouts import detect_format
-
-        found = detect_format(data)
-        if found != data_format:
-            raise ConfigError(
-                f"--format {data_format}: --task {cfg.task} reads the layout it detects in {data} "
-                f"({found}); only --task segmentation reads a layout named by --format"
-            )
+    label-transfer); writes ``out_dir/metrics.json``. ``data_format``: the dataset layout of every task
+    (:data:`anatssl.data.layouts.KNOWN_FORMATS`; None: detected)."""
     if cfg.task != "segmentation" and launched_by_torchrun():
         raise ConfigError(
             f"--task {cfg.task} runs in one process, but this is one of {os.environ['WORLD_SIZE']} torchrun "
@@ -58,11 +49,11 @@ def _dispatch(
     if cfg.task == "classification":
         from anatssl.downstream.classification import finetune_classification
 
-        return finetune_classification(cfg, data, init, out_dir)
+        return finetune_classification(cfg, data, init, out_dir, data_format)
     if cfg.task in ("segmentation-probe", "label-transfer"):
         from anatssl.downstream.dense_probe import run_dense_task
 
-        return run_dense_task(cfg, data, init, out_dir)
+        return run_dense_task(cfg, data, init, out_dir, data_format)
     from anatssl.downstream.probe import run_probe
 
-    return run_probe(cfg, data, init, out_dir)
+    return run_probe(cfg, data, init, out_dir, data_format)
