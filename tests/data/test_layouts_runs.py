@@ -1,7 +1,7 @@
 """The downloaded layouts in the runs: pretraining's VolumeSource skips a bad case with a warning,
 fine-tuning's dataset reader drops one, MONAI's loader stacks channel files, the CLI takes --format, and
-(slow) ``anatssl pretrain`` + ``anatssl finetune`` run straight from an nnU-Net multi-channel folder and
-a TotalSegmentator folder."""
+(slow) ``anatssl pretrain`` + ``anatssl finetune`` run straight from every layout's download folder:
+nnU-Net multi-channel, MSD 4D multi-channel, BTCV, TotalSegmentator, AbdomenAtlas."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layout_fixtures import SHAPE, image, label_map, msd_4d, nnunet, save, totalsegmentator
+from layout_fixtures import (
+    SHAPE,
+    abdomenatlas,
+    btcv,
+    image,
+    label_map,
+    msd_4d,
+    nnunet,
+    save,
+    totalsegmentator,
+)
 
 from anatssl.config.schema import DataConfig
 from anatssl.data.layouts import KNOWN_FORMATS
@@ -239,6 +249,46 @@ def test_pretrain_and_finetune_straight_from_nnunet_multichannel(tmp_path):
     m = json.loads((ft / "metrics.json").read_text())
     assert m["structures"] == ["liver", "spleen", "aorta"] and m["labeled"] == 2
     assert m["init"]["kind"] != "scratch" and np.isfinite(m["final_loss"])
+
+
+BTCV_STRUCTURES = [
+    "spleen", "right_kidney", "left_kidney", "gallbladder", "esophagus", "liver", "stomach", "aorta",
+    "inferior_vena_cava", "portal_and_splenic_vein", "pancreas", "right_adrenal_gland", "left_adrenal_gland",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "layout,fmt,channels,structures",
+    [
+        ("msd", "msd", 4, ["edema", "non-enhancing", "enhancing"]),
+        ("btcv", None, 1, BTCV_STRUCTURES),  # detected
+        ("abdomenatlas", "abdomenatlas", 1, ["aorta", "liver", "spleen"]),
+    ],
+)
+def test_pretrain_and_finetune_straight_from_the_other_layouts(tmp_path, layout, fmt, channels, structures):
+    """MSD 4D (4 channels), BTCV and AbdomenAtlas download folders -> anatssl pretrain (2 steps) ->
+    anatssl finetune from that run (2 steps), as they come; with --format, or detected for BTCV."""
+    from anatssl.cli.main import main
+
+    build = {
+        "msd": lambda p: msd_4d(p, n=3, channels=4),
+        "btcv": btcv,
+        "abdomenatlas": lambda p: abdomenatlas(p, n=3),
+    }
+    root = build[layout](tmp_path / layout)
+    fmt_args = ["--format", fmt] if fmt else []
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(root), "--out", str(run), *fmt_args, *PRETRAIN]
+    assert main([*args, f"model.in_channels={channels}"]) == 0
+    assert [r["step"] for r in _metrics_rows(run)] == [1, 2]
+    ft = tmp_path / "ft"
+    args = ["finetune", "--data", str(root), *fmt_args, "--init", str(run), "--out", str(ft)]
+    assert main([*args, *FINETUNE]) == 0
+    m = json.loads((ft / "metrics.json").read_text())
+    assert m["structures"] == structures and m["labeled"] == 2
+    assert m["init"]["kind"] != "scratch" and np.isfinite(m["final_loss"])
+    assert sorted(m["dice"]) == sorted([*structures, "mean"])
 
 
 @pytest.mark.slow
