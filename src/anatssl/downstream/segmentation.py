@@ -117,8 +117,35 @@ def base_transforms(cfg: FinetuneConfig, label_values: list[int]) -> list[Any]:
     return tf
 
 
+MRI_AUGMENT_PROB = 0.5
+"""Probability of each MRI intensity transform per training crop: half the crops keep the scanner's own
+contrast, as MONAI's BTCV recipe keeps half of them unshifted (``RandShiftIntensityd(prob=0.5)``)."""
+
+
+def mri_augmentation(data: DataConfig, key: str = "image") -> list[T.MapTransform]:
+    """The MRI intensity augmentation of pretraining's views (:class:`anatssl.views.intensity.MRIIntensity`:
+    gamma, bias field, gain, in that order) as MONAI dict transforms for fine-tuning's training crops
+    ``(C, X, Y, Z)`` on the percentile scale, from ``data.mri_gamma``, ``data.mri_bias_field`` (degree-3
+    Legendre field, one for every channel: one coil) and ``data.mri_contrast``; each applied with
+    probability :data:`MRI_AUGMENT_PROB`. A setting that means "off" (gamma or contrast (1, 1), field 0)
+    leaves its transform out. MONAI draws gamma uniformly over the range (pretraining: log-uniform, per
+    channel); the range is the same."""
+    out: list[T.MapTransform] = []
+    g0, g1 = data.mri_gamma
+    if (g0, g1) != (1.0, 1.0):
+        out.append(T.RandAdjustContrastd(keys=key, prob=MRI_AUGMENT_PROB, gamma=(g0, g1)))
+    if data.mri_bias_field > 0:
+        b = data.mri_bias_field
+        out.append(T.RandBiasFieldd(keys=key, degree=3, coeff_range=(-b, b), prob=MRI_AUGMENT_PROB))
+    c0, c1 = data.mri_contrast
+    if (c0, c1) != (1.0, 1.0):
+        out.append(T.RandScaleIntensityd(keys=key, factors=(c0 - 1.0, c1 - 1.0), prob=MRI_AUGMENT_PROB))
+    return out
+
+
 def train_transforms(cfg: FinetuneConfig, num_classes: int) -> list[Any]:
-    """Pad to the crop, cut ``samples_per_volume`` crops (``segmentation.crop``), augment."""
+    """Pad to the crop, cut ``samples_per_volume`` crops (``segmentation.crop``), augment (MRI: also
+    :func:`mri_augmentation`)."""
     p = cfg.segmentation
     keys = ["image", "label"]
     tf: list[Any] = [T.SpatialPadd(keys=keys, spatial_size=p.roi_size)]
@@ -160,6 +187,8 @@ def train_transforms(cfg: FinetuneConfig, num_classes: int) -> list[Any]:
             tf += [T.RandFlipd(keys=keys, prob=0.1, spatial_axis=a) for a in range(3)]
             tf.append(T.RandRotate90d(keys=keys, prob=0.1, max_k=3))
         tf.append(T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5))
+        if cfg.data.modality == "mri":
+            tf += mri_augmentation(cfg.data)
     tf.append(T.SelectItemsd(keys=keys))  # drop the class indices before collation
     return tf
 
