@@ -112,3 +112,48 @@ def test_summary_reports_the_ratio_to_the_same_voxel_guess() -> None:
     assert rec["ratio_to_same_voxel"] == pytest.approx(0.5) and rec["sam_init"]["mre_mm"] == 30.0
     md = sam_markdown(out)
     assert "SAM / same voxel = 0.50" in md and "| 0 | SAM, random init | 30.00 |" in md
+
+
+@pytest.mark.slow  # ~1 CPU-minute: 5 tiny brains, 2 SAM steps, two correspondence evaluations
+def test_toy_sam_arm_runs_through_the_benchmark_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``anatssl benchmark --suite ... --methods sam`` on tiny brains: data written once, SAM trained
+    on the 2 non-held-out subjects, SAM and its random init matched on the 3 held-out ones; a rerun
+    resumes without recomputing."""
+    from anatssl.bench.suites import SUITES
+    from anatssl.cli.main import main
+    from anatssl.data.synthetic.mri_atlas import missing_sources
+
+    if (missing := missing_sources()) is not None:
+        pytest.skip(f"mri-brain sources absent: {missing}")
+    toy = dataclasses.replace(
+        get_suite("real-mri"),
+        name="real-mri-toy",
+        data={"kind": "mri-brain", "n": 5, "seed": 0, "size": [24, 28, 24], "spacing": [8, 8, 8]},
+        n_test=3,
+        correspondence_subjects=3,
+        sam=(
+            "data.modality=mri",
+            "data.spacing=[8,8,8]",
+            "sam.width=4",
+            "sam.embed_dim=16",
+            "sam.crop_size=[16,16,16]",
+            "train.max_steps=2",
+            "train.batch_size=1",
+        ),
+    )
+    monkeypatch.setitem(SUITES, toy.name, toy)
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--suite", toy.name, "--out", str(out), "--methods", "sam"]) == 0
+    assert "SAM / same voxel = " in capsys.readouterr().out
+    summary = json.loads((out / "sam.json").read_text())
+    rec = summary["seeds"]["0"]
+    assert rec["sam"]["n"] == rec["sam_init"]["n"] == rec["same_voxel"]["n"] > 0
+    assert rec["ratio_to_same_voxel"] == pytest.approx(rec["sam"]["mre_mm"] / rec["same_voxel"]["mre_mm"])
+    pre = json.loads((out / "cells" / "pretrain-sam-s0.json").read_text())
+    assert pre["steps"] == 2
+    assert len(json.loads((out / "sam" / "pretraining.json").read_text())["training"]) == 2
+    stamp = (out / "cells" / "correspondence-sam-s0.json").stat().st_mtime_ns
+    assert main(["benchmark", "--suite", toy.name, "--out", str(out), "--methods", "sam"]) == 0
+    assert (out / "cells" / "correspondence-sam-s0.json").stat().st_mtime_ns == stamp  # resumed
