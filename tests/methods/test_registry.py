@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from anatssl.data.volume import Volume
 from anatssl.engine.checkpoint import atomic_torch_save, load_checkpoint
 from anatssl.engine.data import collate
 from anatssl.methods import METHODS, SSLMethod, build_method
 from anatssl.runs import load_pretrain_config
+from engine_fixtures import BlobSource
 
 CONV = ["model.backbone=conv", "model.feature_size=4"]
 SMALLEST: dict[str, list[str]] = {
@@ -79,31 +79,6 @@ ON_RESENC: dict[str, list[str]] = {
 network (the ``model`` section is not read), so it has no entry."""
 
 
-class _Blobs:
-    """Three smooth-blob volumes (72 x 70 x 40, values in [0, 1]): structure for every method's views."""
-
-    def __init__(self, n: int = 3) -> None:
-        self.volumes = []
-        for seed in range(n):
-            rng = np.random.default_rng(seed)
-            shape = (72, 70, 40)
-            x, y, z = np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij")
-            img = np.zeros(shape)
-            for _ in range(6):
-                c, r = rng.random(3), rng.uniform(0.15, 0.3)
-                img += np.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) / r**2)
-            img = img / img.max()
-            self.volumes.append(
-                Volume(img[None].astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), f"b{seed}")
-            )
-
-    def __len__(self) -> int:
-        return len(self.volumes)
-
-    def load(self, index: int) -> Volume:
-        return self.volumes[index]
-
-
 def _build(name: str) -> SSLMethod:
     torch.manual_seed(0)
     cfg = load_pretrain_config(name, "tiny", None, [*SMALLEST[name], "train.batch_size=2"])
@@ -111,7 +86,7 @@ def _build(name: str) -> SSLMethod:
 
 
 def _batch(method: SSLMethod, seed: int = 0) -> dict[str, object]:
-    src = _Blobs()
+    src = BlobSource()
     samples = [method.views(src.load(i), np.random.default_rng([seed, i]), src) for i in range(2)]
     return collate(samples)
 
@@ -126,7 +101,7 @@ def test_one_step_finite_loss_and_every_parameter_gets_a_gradient(name: str) -> 
     method.train()
     out = method.training_step(_batch(method), step=0)
     loss = out["loss"]
-    assert loss.ndim == 0 and math.isfinite(float(loss)), out
+    assert loss.ndim == 0 and math.isfinite(float(loss.detach())), out
     loss.backward()
     skip = method.untrained_parameters()
     trainable = [(n, p) for n, p in method.named_parameters() if p.requires_grad]

@@ -18,52 +18,18 @@ import numpy as np
 import pytest
 import torch
 
-from anatssl.data.volume import Volume
 from anatssl.methods import METHODS, build_method
 from anatssl.runs import load_pretrain_config
+from engine_fixtures import SMALL_VIEWS, BlobSource
 
-CONV = ["model.backbone=conv", "model.feature_size=4"]
-SMALL: dict[str, list[str]] = {
-    "swinssl": [*CONV, "swinssl.crop_size=[32,32,32]", "swinssl.proj_dim=16"],
-    "simmim": [*CONV, "simmim.crop_size=[32,32,32]"],
-    "s2dc": [*CONV, "s2dc.grid=2", "s2dc.crop=32", "s2dc.token_stage=3"],
-    "alice": [*CONV, "alice.pairing=random", "alice.crop_size=32", "alice.border_margin=8"],
-    "modelsgenesis": [*CONV, "modelsgenesis.crop_size=[32,32,32]", "modelsgenesis.shuffle_blocks=100"],
-    "voco": [*CONV, "voco.grid=2", "voco.crop_size=[32,32,32]"],
-    "sam": ["sam.width=4", "sam.embed_dim=8", "sam.crop_size=[32,32,32]", "sam.num_pairs=16"],
-}
-
-
-class Blobs:
-    """Three smooth-blob volumes (72 x 70 x 40, values in [0, 1], 2 mm): CT-like normalised intensities."""
-
-    def __init__(self, n: int = 3) -> None:
-        self.volumes = []
-        for seed in range(n):
-            rng = np.random.default_rng(seed)
-            shape = (72, 70, 40)
-            x, y, z = np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij")
-            img = np.zeros(shape)
-            for _ in range(6):
-                c, r = rng.random(3), rng.uniform(0.15, 0.3)
-                img += np.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) / r**2)
-            img = img / img.max()
-            self.volumes.append(
-                Volume(img[None].astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), f"b{seed}")
-            )
-
-    def __len__(self) -> int:
-        return len(self.volumes)
-
-    def load(self, index: int) -> Volume:
-        return self.volumes[index]
+SMALL = SMALL_VIEWS
 
 
 def fingerprints(name: str) -> dict[str, list[float]]:
     """``{"<sample>/<key>": [sum, sum of squares]}`` of one method's CT views."""
     torch.manual_seed(0)
     method = build_method(load_pretrain_config(name, "tiny", None, SMALL[name]))
-    src = Blobs()
+    src = BlobSource()
     out: dict[str, list[float]] = {}
     for i in range(2):
         views: dict[str, Any] = method.views(src.load(i), np.random.default_rng([7, i]), src)

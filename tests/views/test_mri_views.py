@@ -17,17 +17,9 @@ from anatssl.methods import METHODS, SSLMethod, build_method
 from anatssl.runs import load_pretrain_config
 from anatssl.views import sam as sam_views
 from anatssl.views.intensity import MRIIntensity
+from engine_fixtures import SMALL_VIEWS
 
-CONV = ["model.backbone=conv", "model.feature_size=4"]
-SMALL: dict[str, list[str]] = {
-    "swinssl": [*CONV, "swinssl.crop_size=[32,32,32]", "swinssl.proj_dim=16"],
-    "simmim": [*CONV, "simmim.crop_size=[32,32,32]"],
-    "s2dc": [*CONV, "s2dc.grid=2", "s2dc.crop=32", "s2dc.token_stage=3"],
-    "alice": [*CONV, "alice.pairing=random", "alice.crop_size=32", "alice.border_margin=8"],
-    "modelsgenesis": [*CONV, "modelsgenesis.crop_size=[32,32,32]", "modelsgenesis.shuffle_blocks=100"],
-    "voco": [*CONV, "voco.grid=2", "voco.crop_size=[32,32,32]"],
-    "sam": ["sam.width=4", "sam.embed_dim=8", "sam.crop_size=[32,32,32]", "sam.num_pairs=16"],
-}
+SMALL = SMALL_VIEWS
 MRI = ["data.modality=mri"]
 NEUTRAL = [*MRI, "data.mri_gamma=[1,1]", "data.mri_bias_field=0", "data.mri_contrast=[1,1]"]
 AUGMENTED: dict[str, tuple[str, ...]] = {
