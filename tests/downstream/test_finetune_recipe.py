@@ -144,7 +144,7 @@ def _loss_after_steps(amp: str, steps: int = 2) -> list[float]:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        out.append(float(loss))
+        out.append(float(loss.detach()))
     return out
 
 
