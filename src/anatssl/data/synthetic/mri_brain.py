@@ -275,21 +275,16 @@ def write_brain_dataset(
     landmarks, dataset.json); subject ``i`` uses ``subject_seed(seed, i)``, so it does not depend on
     ``n``. Returns the dataset.json content."""
     from anatssl import __version__
-    from anatssl.data.synthetic.writer import save_nifti, subject_seed
+    from anatssl.data.synthetic.writer import (
+        check_count_and_seed,
+        check_output_folder,
+        save_nifti,
+        subject_seed,
+    )
 
     sz, sp = check_grid(size, spacing)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError(f"n must be a positive number of subjects, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output {out} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError(
-            f"output folder {out} exists and is not empty; pass --overwrite (overwrite=True) to replace "
-            "the dataset in it, or choose another folder (nothing was written)"
-        )
+    check_count_and_seed(n, seed)
+    out = check_output_folder(out, overwrite)
     problem = missing_sources()  # the install message before anything is written (even when cached)
     if problem is not None:
         raise DataError(problem)

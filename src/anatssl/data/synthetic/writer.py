@@ -77,15 +77,27 @@ def check_request(
     """Validate every argument of :func:`write_dataset` without writing anything; returns the grid
     (size, spacing). Bad values raise ConfigError, an occupied ``out`` (without ``overwrite``)
     DataError."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError(f"n must be a positive number of subjects, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    check_count_and_seed(n, seed)
     grid = check_grid(size, spacing)
     if region not in REGIONS:
         raise ConfigError(f"region {region!r} is not one of {', '.join(REGIONS)}")
     if lesions is not None and not (0.0 <= float(lesions) <= 1.0):
         raise ConfigError(f"lesions must be a fraction in [0, 1], got {lesions!r}")
+    check_output_folder(out, overwrite)
+    return grid
+
+
+def check_count_and_seed(n: int, seed: int) -> None:
+    """``n`` a positive number of subjects and ``seed`` a non-negative integer (ConfigError otherwise)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"n must be a positive number of subjects, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def check_output_folder(out: str | Path, overwrite: bool) -> Path:
+    """``out`` is a folder a generated dataset may be written to: not a file, and empty unless
+    ``overwrite`` (DataError before anything is written)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"output {out} is a file; give a folder path")
@@ -94,7 +106,7 @@ def check_request(
             f"output folder {out} exists and is not empty; pass --overwrite (overwrite=True) to replace "
             "the synthetic dataset in it, or choose another folder (nothing was written)"
         )
-    return grid
+    return out
 
 
 def _prepare_out(out: Path) -> None:
