@@ -22,10 +22,17 @@ Cell = tuple[str, Callable[[], dict[str, Any]]]
 
 
 def dense_cell(
-    init: str, data: Path, out: Path, seed: int, suite: Suite, counts: Sequence[int] | None = None
+    init: str,
+    data: Path,
+    out: Path,
+    seed: int,
+    suite: Suite,
+    counts: Sequence[int] | None = None,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     """Dense evaluation of one encoder (``scratch``, a run directory or a checkpoint file) at the
-    labelled counts ``counts`` (default ``suite.dense``)."""
+    labelled counts ``counts`` (default ``suite.dense``) on ``data`` read as the layout ``data_format``
+    (None: detected)."""
     from anatssl.downstream.config import load_finetune_config
     from anatssl.downstream.dense_probe import dense_evaluation
     from anatssl.downstream.weights import resolve_init
@@ -42,7 +49,7 @@ def dense_cell(
     cfg = load_finetune_config(
         "segmentation-probe", suite.finetune_preset, None, overrides, from_init=from_init
     )
-    m = dense_evaluation(cfg, data, src, out, counts or suite.dense, landmarks=True)
+    m = dense_evaluation(cfg, data, src, out, counts or suite.dense, landmarks=True, data_format=data_format)
     keep = ("mean_dice", "dice", "per_case_mean_dice", "train_cases", "loss_first", "loss_final")
     rec: dict[str, Any] = {
         "init": m["init"],
@@ -101,8 +108,10 @@ def dense_cells(
     data: Path,
     out: Path,
     failures: dict[str, str],
+    data_format: str | None = None,
 ) -> list[Cell]:
-    """Every dense cell of ``suite``: scratch and each method x seed, plus the budget-curve checkpoints."""
+    """Every dense cell of ``suite``: scratch and each method x seed, plus the budget-curve checkpoints;
+    each reads ``data`` as the layout ``data_format`` (None: detected)."""
     if not suite.dense:
         return []
     cells: list[Cell] = []
@@ -111,13 +120,16 @@ def dense_cells(
             if init != "scratch" and f"pretrain-{init}-s{seed}" in failures:
                 continue
             src = "scratch" if init == "scratch" else str(runs[(init, seed)])
-            fn = partial(dense_cell, src, data, out / "dense" / f"{init}_s{seed}", seed, suite)
+            cell_out = out / "dense" / f"{init}_s{seed}"
+            fn = partial(dense_cell, src, data, cell_out, seed, suite, None, data_format)
             cells.append((f"dense-{init}-s{seed}", fn))
             if init == "scratch":
                 continue
             for step in checkpoint_steps(suite):
                 ckpt = checkpoint_path(runs[(init, seed)], step)
                 cell_out = out / "dense" / f"{init}_s{seed}_step{step}"
-                fn = partial(dense_cell, str(ckpt), data, cell_out, seed, suite, suite.budget_dense)
+                fn = partial(
+                    dense_cell, str(ckpt), data, cell_out, seed, suite, suite.budget_dense, data_format
+                )
                 cells.append((f"dense-{init}-s{seed}-step{step}", fn))
     return cells

@@ -98,19 +98,33 @@ def make_synthetic_data(out: Path, n: int, seed: int, size: int, lesions: float 
 
 
 def pretrain_run(
-    method: str, data: Path, out: Path, overrides: Sequence[str], preset: str = "tiny"
+    method: str,
+    data: Path,
+    out: Path,
+    overrides: Sequence[str],
+    preset: str = "tiny",
+    data_format: str | None = None,
 ) -> dict[str, Any]:
-    """Pretrain ``method`` into ``out`` (resuming a partial run) as ``anatssl pretrain`` would."""
+    """Pretrain ``method`` into ``out`` (resuming a partial run) as ``anatssl pretrain`` would;
+    ``data_format``: the layout of ``data`` (``--format``; None: detected)."""
     from anatssl.runs import RunDir, load_pretrain_config
     from anatssl.runs.pretraining import run_pretraining
 
     cfg = load_pretrain_config(method, preset, None, list(overrides))
     run = RunDir(out)
-    run_pretraining(cfg, str(data), out, resume=run.has_checkpoint())
+    run_pretraining(cfg, str(data), out, resume=run.has_checkpoint(), data_format=data_format)
     return {"run": str(out), "method": method, "steps": cfg.train.max_steps, "loss_curve": run.loss_curve()}
 
 
-def finetune_cell(init: str, data: Path, out: Path, seed: int, labeled: int, suite: Suite) -> dict[str, Any]:
+def finetune_cell(
+    init: str,
+    data: Path,
+    out: Path,
+    seed: int,
+    labeled: int,
+    suite: Suite,
+    data_format: str | None = None,
+) -> dict[str, Any]:
     from anatssl.downstream.config import load_finetune_config
     from anatssl.downstream.runner import run_finetune
     from anatssl.downstream.weights import resolve_init
@@ -126,7 +140,7 @@ def finetune_cell(init: str, data: Path, out: Path, seed: int, labeled: int, sui
     ]
     from_init = {"model": src.model_section, "data": src.data_section} if src.kind != "scratch" else None
     cfg = load_finetune_config("segmentation", suite.finetune_preset, None, overrides, from_init=from_init)
-    m = run_finetune(cfg, data, src, out)
+    m = run_finetune(cfg, data, src, out, data_format=data_format)
     keep = ("labeled", "mean_dice", "mean_hd95_mm", "dice", "hd95_mm", "final_loss", "train_seconds", "init")
     rec = {k: m[k] for k in keep if k in m}
     rec["per_case_mean_dice"] = per_case_mean_dice(m.get("per_case") or {})  # for the paired statistics
@@ -144,24 +158,31 @@ def per_case_mean_dice(per_case: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def correspondence_cell(run: str, data: Path, suite: Suite, out: Path) -> dict[str, Any]:
-    """Landmark matching with a pretraining run's dense features on the held-out volumes.
+def correspondence_cell(
+    run: str, data: Path, suite: Suite, out: Path, data_format: str | None = None
+) -> dict[str, Any]:
+    """Landmark matching with a pretraining run's dense features on the held-out volumes of ``data``
+    (the layout ``data_format``; None: detected).
 
     Uses the SAM engineer's evaluation (:mod:`anatssl.anatomy.correspondence`): every landmark of each
     held-out subject is matched into every other one with the backbone's stride-2 decoder features; the
     result also carries the two learning-free baselines (same voxel index, random foreground voxel).
     """
     from anatssl.anatomy.correspondence import evaluate_correspondence
-    from anatssl.data.manifest import discover
+    from anatssl.data.layouts import discover
     from anatssl.data.source import VolumeSource
     from anatssl.downstream.config import SplitConfig
     from anatssl.downstream.labelled import read_labelled_dataset, split_cases
     from anatssl.runs.embedding import model_embedder
 
-    cases, _ = read_labelled_dataset(data)
+    cases, _ = read_labelled_dataset(data, fmt=data_format)
     _, test = split_cases(cases, SplitConfig(n_test=suite.n_test))
     test_images = {c.image.resolve() for c in test}
-    items = [it for it in discover(data) if it.image.resolve() in test_images and it.landmarks is not None]
+    items = [
+        it
+        for it in discover(data, data_format)
+        if it.image.resolve() in test_images and it.landmarks is not None
+    ]
     if len(items) < 2:
         return {"available": False, "reason": "fewer than two held-out volumes carry landmarks"}
     embed, cfg = model_embedder(run, "decoder")
@@ -230,12 +251,14 @@ def run_suite(
     methods: Sequence[str] | None = None,
     data: str | Path | None = None,
     jobs: int = 1,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every cell of ``suite`` under ``out_dir``; write results.json / results.md / plots.
 
     ``methods`` restricts the suite's methods; ``data`` replaces its synthetic dataset with a labelled
-    dataset.json (the results then describe that data, not the suite's). ``jobs`` > 1 runs that many
-    cells at once in worker processes (all pretrainings first, then all fine-tunings and
+    dataset (the results then describe that data, not the suite's), which every cell reads as the
+    layout ``data_format`` (``--format``; None: detected; recorded in the ``data`` cell). ``jobs`` > 1
+    runs that many cells at once in worker processes (all pretrainings first, then all fine-tunings and
     correspondence evaluations), each with ``cpu_count // jobs`` torch threads: on a CPU, two 1-thread
     cells finish sooner than one 2-thread cell after the other. Results do not depend on ``jobs``.
     """
@@ -255,7 +278,7 @@ def run_suite(
         store.run("data", lambda: {"path": str(make_synthetic_data(out / "data", **suite.data))})
     else:
         data = Path(data)
-        store.run("data", lambda: {"path": str(data), "user_data": True})
+        store.run("data", lambda: {"path": str(data), "user_data": True, "format": data_format})
     pretrain_cells: list[Cell] = []
     runs: dict[tuple[str, int], Path] = {}
     for method in methods:
@@ -273,7 +296,7 @@ def run_suite(
             pretrain_cells.append(
                 (
                     f"pretrain-{method}-s{seed}",
-                    partial(pretrain_run, method, data, run_dir, overrides, suite.preset),
+                    partial(pretrain_run, method, data, run_dir, overrides, suite.preset, data_format),
                 )
             )
             runs[(method, seed)] = run_dir
@@ -286,13 +309,13 @@ def run_suite(
             src = "scratch" if init == "scratch" else str(runs[(init, seed)])
             for n in suite.labeled if seed in (suite.finetune_seeds or suite.seeds) else ():
                 cell_out = out / "finetune" / f"{init}_n{n}_s{seed}"
-                fn = partial(finetune_cell, src, data, cell_out, seed, n, suite)
+                fn = partial(finetune_cell, src, data, cell_out, seed, n, suite, data_format)
                 downstream_cells.append((f"finetune-{init}-n{n}-s{seed}", fn))
             if suite.correspondence and init != "scratch":
                 cache = out / "correspondence" / f"{init}_s{seed}"
-                fn = partial(correspondence_cell, src, data, suite, cache)
+                fn = partial(correspondence_cell, src, data, suite, cache, data_format)
                 downstream_cells.append((f"correspondence-{init}-s{seed}", fn))
-    downstream_cells += dense_cells(suite, methods, runs, data, out, failures)
+    downstream_cells += dense_cells(suite, methods, runs, data, out, failures, data_format)
     failures.update(_run_cells(out, downstream_cells, jobs))
     cells = {p.stem: json.loads(p.read_text()) for p in sorted(store.dir.glob("*.json"))}
     results = summarise(suite, methods, cells)

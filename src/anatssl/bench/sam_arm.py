@@ -72,12 +72,13 @@ def write_init_run(method: str, overrides: Sequence[str], out: Path, preset: str
     return out
 
 
-def pretraining_split(data: Path, suite: Suite, out: Path) -> Path:
-    """A dataset.json (``out``) listing the volumes outside the suite's held-out split."""
+def pretraining_split(data: Path, suite: Suite, out: Path, data_format: str | None = None) -> Path:
+    """A dataset.json (``out``) listing the volumes outside the suite's held-out split of ``data`` (read
+    as the layout ``data_format``; None: detected)."""
     from anatssl.config.finetune import SplitConfig
     from anatssl.downstream.labelled import read_labelled_dataset, split_cases
 
-    cases, _ = read_labelled_dataset(data)
+    cases, _ = read_labelled_dataset(data, fmt=data_format)
     _, test = split_cases(cases, SplitConfig(n_test=suite.n_test))
     held_out = {c.image.resolve() for c in test}
     keep = [{"image": str(c.image.resolve())} for c in cases if c.image.resolve() not in held_out]
@@ -86,13 +87,14 @@ def pretraining_split(data: Path, suite: Suite, out: Path) -> Path:
     return out
 
 
-def sam_cells(suite: Suite, data: Path, out: Path) -> list[tuple[str, Any]]:
-    """Every cell of the SAM arm, in order (pretraining before the matching that reads it)."""
+def sam_cells(suite: Suite, data: Path, out: Path, data_format: str | None = None) -> list[tuple[str, Any]]:
+    """Every cell of the SAM arm, in order (pretraining before the matching that reads it); ``data``
+    is read as the layout ``data_format`` (None: detected)."""
     from anatssl.bench.runner import pretrain_run
 
     if suite.sam is None:
         return []
-    train = pretraining_split(data, suite, out / "sam" / "pretraining.json")
+    train = pretraining_split(data, suite, out / "sam" / "pretraining.json", data_format)
     cells: list[tuple[str, Any]] = []
     for seed in suite.seeds:
         overrides = [*suite.sam, f"seed={seed}", "train.progress=false", "train.tensorboard=false"]
@@ -100,26 +102,37 @@ def sam_cells(suite: Suite, data: Path, out: Path) -> list[tuple[str, Any]]:
         init_dir = out / "pretrain" / f"sam_init_s{seed}"
         cells += [
             (f"pretrain-sam-s{seed}", partial(pretrain_run, "sam", train, run_dir, overrides, suite.preset)),
-            (f"correspondence-sam-s{seed}", partial(_match, str(run_dir), data, suite, out, f"sam_s{seed}")),
+            (
+                f"correspondence-sam-s{seed}",
+                partial(_match, str(run_dir), data, suite, out, f"sam_s{seed}", data_format),
+            ),
             (
                 f"correspondence-sam_init-s{seed}",
-                partial(_match_init, overrides, init_dir, data, suite, out, seed),
+                partial(_match_init, overrides, init_dir, data, suite, out, seed, data_format),
             ),
         ]
     return cells
 
 
-def _match(run: str, data: Path, suite: Suite, out: Path, name: str) -> dict[str, Any]:
+def _match(
+    run: str, data: Path, suite: Suite, out: Path, name: str, data_format: str | None = None
+) -> dict[str, Any]:
     from anatssl.bench.runner import correspondence_cell
 
-    return correspondence_cell(run, data, suite, out / "correspondence" / name)
+    return correspondence_cell(run, data, suite, out / "correspondence" / name, data_format)
 
 
 def _match_init(
-    overrides: Sequence[str], init_dir: Path, data: Path, suite: Suite, out: Path, seed: int
+    overrides: Sequence[str],
+    init_dir: Path,
+    data: Path,
+    suite: Suite,
+    out: Path,
+    seed: int,
+    data_format: str | None = None,
 ) -> dict[str, Any]:
     write_init_run("sam", overrides, init_dir, suite.preset)
-    return _match(str(init_dir), data, suite, out, f"sam_init_s{seed}")
+    return _match(str(init_dir), data, suite, out, f"sam_init_s{seed}", data_format)
 
 
 ROWS = ("model", "same_voxel", "random_foreground")
@@ -187,12 +200,13 @@ def sam_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_sam_arm(suite: Suite, data: Path, out: Path) -> dict[str, Any]:
-    """Run (or resume) the SAM arm's cells; write ``out/sam.json`` and ``out/sam.md``."""
+def run_sam_arm(suite: Suite, data: Path, out: Path, data_format: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the SAM arm's cells on ``data`` (read as the layout ``data_format``; None:
+    detected); write ``out/sam.json`` and ``out/sam.md``."""
     from anatssl.bench.runner import CellStore
 
     store = CellStore(out)
-    cells = {name: store.run(name, fn) for name, fn in sam_cells(suite, data, out)}
+    cells = {name: store.run(name, fn) for name, fn in sam_cells(suite, data, out, data_format)}
     summary = summarise_sam(suite, cells)
     (out / "sam.json").write_text(json.dumps(summary, indent=2))
     (out / "sam.md").write_text(sam_markdown(summary))

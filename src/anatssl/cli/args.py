@@ -1,7 +1,8 @@
 """Argument blocks that several commands share, written once so that their names, defaults and help
 read the same on every ``--help`` page: the command parser itself (examples kept as written), the
-unlabelled ``--data`` of pretraining-side commands, and the config layers (``--preset`` <- ``--config``
-<- ``key=value``) of every command that resolves a config."""
+unlabelled ``--data`` of pretraining-side commands, the labelled ``--data`` of fine-tuning-side ones,
+and the config layers (``--preset`` <- ``--config`` <- ``key=value``) of every command that resolves a
+config."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import Any
 SCAN_DATA_HELP = (
     "dataset.json, a folder of NIfTI files / DICOM series, a CSV, or a downloaded layout as it comes "
     "(nnU-Net v2 raw, MSD, BTCV, TotalSegmentator, AbdomenAtlas; docs/layouts.md)"
+)
+LABELLED_DATA_HELP = (
+    "a labelled dataset: an MSD dataset.json (or its folder), or a downloaded layout as it comes "
+    "(nnU-Net v2 raw, BTCV, TotalSegmentator, AbdomenAtlas; docs/layouts.md)"
 )
 FORMATS = ("nnunet", "msd", "btcv", "totalsegmentator", "abdomenatlas", "folder", "dicom", "csv", "file")
 """``--format`` choices: :data:`anatssl.data.layouts.KNOWN_FORMATS` (a test keeps them equal; not
@@ -34,6 +39,12 @@ def command_parser(
 def add_scan_data(p: argparse.ArgumentParser, extra: str = "") -> None:
     """``--data``: the scans of a pretraining-side command (no labels needed), and ``--format``."""
     p.add_argument("--data", required=True, help=SCAN_DATA_HELP + extra)
+    add_format(p)
+
+
+def add_labelled_data(p: argparse.ArgumentParser) -> None:
+    """``--data``: the labelled dataset of a fine-tuning-side command, and ``--format``."""
+    p.add_argument("--data", required=True, help=LABELLED_DATA_HELP)
     add_format(p)
 
 

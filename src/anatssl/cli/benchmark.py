@@ -102,28 +102,23 @@ def run(args: argparse.Namespace) -> int:
     if suite.sam is not None and (methods is None or "sam" in methods):
         from anatssl.bench.sam_arm import run_sam_arm
 
-        run_sam_arm(suite, Path(data), Path(args.out))
+        run_sam_arm(suite, Path(data), Path(args.out), args.format)
         print((Path(args.out) / "sam.md").read_text())
         if methods == ["sam"]:
             return 0
         methods = [m for m in methods if m != "sam"] if methods else None
-    results = run_suite(suite, args.out, methods=methods, data=data, jobs=args.jobs)
+    results = run_suite(suite, args.out, methods=methods, data=data, jobs=args.jobs, data_format=args.format)
     print((Path(args.out) / "results.md").read_text())
     return 1 if results.get("failures") else 0
 
 
 def check_data_format(data: str | None, fmt: str) -> None:
-    """``--format``: ``--data`` must read as that layout (else the layout reader's message), and the
-    suite's cells, which detect the layout of ``--data``, must read it the same way."""
-    from anatssl.data.layouts import MASK_FORMATS, detect_format, read_dataset
-    from anatssl.errors import ConfigError, DataError
+    """``--format``: ``--data`` must read as that layout (else the layout reader's message) before any
+    cell starts; every cell then reads it as that layout too (a folder that detection would read as
+    another layout is fine)."""
+    from anatssl.data.layouts import read_dataset
+    from anatssl.errors import ConfigError
 
     if data is None:
         raise ConfigError(f"--format {fmt} names the layout of --data; give --data too")
     read_dataset(data, fmt)
-    found = detect_format(data)
-    if found != fmt and not {found, fmt} <= set(MASK_FORMATS):
-        raise DataError(
-            f"--format {fmt}: {data} also reads as {found}, the layout the benchmark's cells detect; "
-            "move the other layout's files out of the folder"
-        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from anatssl.cli.args import add_config_layers, add_format
+from anatssl.cli.args import add_config_layers, add_labelled_data
 
 HELP = (
     "few-shot segmentation with no training: each held-out voxel takes the label of its nearest labelled "
@@ -34,13 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="'scratch' (random init with seed=S: the control), a pretraining run directory or checkpoint, "
         "or a weights file (.pt / .safetensors)",
     )
-    p.add_argument(
-        "--data",
-        required=True,
-        help="a labelled dataset: an MSD dataset.json (or its folder), or a downloaded layout as it comes "
-        "(nnU-Net v2 raw, BTCV, TotalSegmentator, AbdomenAtlas; docs/layouts.md)",
-    )
-    add_format(p)
+    add_labelled_data(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
         "--labeled",

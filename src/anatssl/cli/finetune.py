@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from anatssl.cli.args import add_config_layers, add_format, command_parser
+from anatssl.cli.args import add_config_layers, add_labelled_data, command_parser
 
 EPILOG = """\
 examples:
@@ -53,13 +53,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "on frozen multi-scale encoder features (dense.*); label-transfer: no training, each voxel "
         "takes the label of its nearest labelled voxel in feature space",
     )
-    p.add_argument(
-        "--data",
-        required=True,
-        help="a labelled dataset: an MSD dataset.json (or its folder), or a downloaded layout as it comes "
-        "(nnU-Net v2 raw, BTCV, TotalSegmentator, AbdomenAtlas; docs/layouts.md)",
-    )
-    add_format(p)
+    add_labelled_data(p)
     p.add_argument(
         "--init",
         required=True,
