@@ -136,3 +136,58 @@ def test_combined_mining_runs() -> None:
     batch = collate([m.views(_volume(1), np.random.default_rng(1), None)])
     assert torch.isfinite(m.training_step(batch, 0)["loss"])
     assert F.normalize(torch.ones(3), dim=0).norm() == pytest.approx(1.0)
+
+
+def test_pair_losses_equal_the_explicit_negative_gather() -> None:
+    """The fine / coarse InfoNCE read the negatives' cosines out of one anchor-by-candidate product;
+    loss and gradients must equal SAM's formula written with gathered (N, K, D) negative vectors."""
+    from anatssl.losses.infonce_dense import dense_info_nce, hard_negative_indices
+    from anatssl.losses.sam import sam_pair_losses
+
+    g = torch.Generator().manual_seed(0)
+    d, n = 16, 40
+    f1, f2 = (F.normalize(torch.randn(d, 8, 8, 8, generator=g), dim=0).requires_grad_() for _ in range(2))
+    c1, c2 = (F.normalize(torch.randn(d, 2, 2, 2, generator=g), dim=0).requires_grad_() for _ in range(2))
+    pts1, pts2 = torch.rand(n, 3, generator=g) * 7, torch.rand(n, 3, generator=g) * 7
+    valid = torch.rand(n, generator=g) > 0.2
+    grid2mm = torch.diag(torch.tensor([4.0, 4.0, 5.0]))
+    kw = dict(
+        temperature=0.5,
+        num_coarse_negatives=30,
+        coarse_radius_mm=12.0,
+        num_hard_negatives=10,
+        num_fine_random_negatives=4,
+        radius_mm=6.0,
+    )
+
+    torch.manual_seed(3)
+    got = sam_pair_losses(f1, f2, c1, c2, pts1, pts2, valid, grid2mm, coarse_stride=8, **kw)  # type: ignore[arg-type]
+    got_loss = got["loss_fine"] + got["loss_coarse"]
+    got_grads = torch.autograd.grad(got_loss, [f1, f2, c1, c2])
+
+    # the same draws, written out with explicit negative vectors
+    torch.manual_seed(3)
+    w = valid.float()
+    q_f, pos_f = F.normalize(sample_at(f1, pts1), dim=1), F.normalize(sample_at(f2, pts2), dim=1)
+    q_c = F.normalize(sample_at(c1, fine_to_coarse(pts1, 8)), dim=1)
+    pos_c = F.normalize(sample_at(c2, fine_to_coarse(pts2, 8)), dim=1)
+    cand = torch.stack(torch.meshgrid(*[torch.arange(8)] * 3, indexing="ij"), -1).view(-1, 3).float()
+    dist = torch.linalg.norm((cand[None] - pts2[:, None]) @ grid2mm.t(), dim=-1)
+    ridx = torch.randint(0, len(cand), (30,))
+    neg_c = F.normalize(sample_at(c2, fine_to_coarse(cand[ridx], 8)), dim=1)
+    loss_c = dense_info_nce(q_c, pos_c, neg_c[None].expand(n, -1, -1), 0.5, dist[:, ridx] >= 12.0, w)
+    with torch.no_grad():
+        score = q_c @ F.normalize(sample_at(c2, fine_to_coarse(cand, 8)), dim=1).t()
+        hidx, hvalid = hard_negative_indices(score, dist < 6.0, 10)
+        r = torch.randint(0, len(cand), (n, 4))
+        hidx, hvalid = torch.cat([hidx, r], 1), torch.cat([hvalid, torch.gather(dist, 1, r) >= 6.0], 1)
+    neg_f = f2.reshape(d, -1).t()[hidx]  # (N, K, D)
+    loss_f = dense_info_nce(q_f, pos_f, neg_f, 0.5, hvalid, w)
+    want_grads = torch.autograd.grad(loss_f + loss_c, [f1, f2, c1, c2])
+
+    assert float(got["loss_fine"]) == pytest.approx(float(loss_f), abs=1e-6)
+    assert float(got["loss_coarse"]) == pytest.approx(float(loss_c), abs=1e-6)
+    assert float(loss_f) > 0.5 and float(loss_c) > 0.5  # a real loss, not an all-masked 0
+    for a, b in zip(got_grads, want_grads):
+        assert float(b.abs().max()) > 0
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)

@@ -50,10 +50,37 @@ def dense_info_nce(
             f"negatives must be (N, K, D) = ({anchor.shape[0]}, K, {anchor.shape[1]}), "
             f"got {tuple(negatives.shape)}"
         )
+    return info_nce_from_similarities(
+        (anchor * positive).sum(-1),
+        torch.einsum("nd,nkd->nk", anchor, negatives),
+        temperature,
+        neg_mask,
+        weight,
+    )
+
+
+def info_nce_from_similarities(
+    pos_sim: torch.Tensor,
+    neg_sim: torch.Tensor,
+    temperature: float = 0.5,
+    neg_mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`dense_info_nce` from the similarities themselves: (N,) anchor-positive and (N, K)
+    anchor-negative cosines.
+
+    For callers that can get the negatives' similarities more cheaply than by gathering (N, K, D)
+    vectors: SAM's fine head reads them out of one (N, M) anchor-by-candidate product, whose backward
+    is a matrix product instead of a scatter-add into the embedding map.
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    pos = (anchor * positive).sum(-1, keepdim=True) / temperature  # (N, 1)
-    neg = torch.einsum("nd,nkd->nk", anchor, negatives) / temperature  # (N, K)
+    if pos_sim.ndim != 1 or neg_sim.ndim != 2 or neg_sim.shape[0] != pos_sim.shape[0]:
+        raise ValueError(
+            f"pos_sim must be (N,) and neg_sim (N, K), got {tuple(pos_sim.shape)}, {tuple(neg_sim.shape)}"
+        )
+    pos = pos_sim[:, None] / temperature  # (N, 1)
+    neg = neg_sim / temperature  # (N, K)
     if neg_mask is not None:
         neg = neg.masked_fill(~neg_mask, float("-inf"))
     logits = torch.cat([pos, neg], dim=1)
