@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from anatssl.anatomy.embedding import EmbeddingMap
-from anatssl.anatomy.matching import match_points, similarity
+from anatssl.anatomy.matching import fit_affine_prior, match_points, similarity
 from anatssl.anatomy.sam_model import grid_affine
 from anatssl.errors import DataError
 
@@ -144,3 +144,74 @@ def test_subcell_peak_and_query_offset() -> None:
     # a query 1.5 mm off its cell centre along z moves the answer by 1.5 mm
     moved, _ = match_points(a, b, centre + np.array([[0.0, 0.0, 1.5]]), subcell=True)
     np.testing.assert_allclose(moved - sub, [[0.0, 0.0, 1.5]], atol=1e-9)
+
+
+def _affine_pair(swap_share: float) -> tuple[EmbeddingMap, EmbeddingMap, np.ndarray, np.ndarray]:
+    """B = A's fine embedding on a rotated, scaled, shifted grid (so A -> B is a known affine T), with
+    ``swap_share`` of B's cells exchanging their vectors with a far-away cell (gross mismatches).
+    Returns A, B, T (4, 4) and the swapped cells' A-indices."""
+    a = _map(7, shape=(24, 24, 24))
+    c, s = np.cos(0.2), np.sin(0.2)
+    vol_b = np.eye(4)
+    vol_b[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([2.2, 1.9, 2.0])
+    vol_b[:3, 3] = [12.0, -8.0, 5.0]
+    b = _map(7, shape=(24, 24, 24), vol_affine=vol_b)
+    b.coarse = np.ones_like(a.coarse) / np.sqrt(a.coarse.shape[0])  # a neutral coarse term
+    a.coarse = b.coarse.copy()
+    fine = a.fine.reshape(a.fine.shape[0], -1).copy()
+    rng = np.random.default_rng(0)
+    m = fine.shape[1]
+    cells = rng.permutation(m)[: int(swap_share * m) // 2 * 2].reshape(-1, 2)
+    fine[:, cells[:, 0]], fine[:, cells[:, 1]] = fine[:, cells[:, 1]].copy(), fine[:, cells[:, 0]].copy()
+    b.fine = fine.reshape(a.fine.shape)
+    t = b.fine_affine @ np.linalg.inv(a.fine_affine)
+    return a, b, t, cells.reshape(-1)
+
+
+def test_affine_prior_recovers_the_map_despite_gross_mismatches() -> None:
+    a, b, t, swapped = _affine_pair(0.3)
+    prior = fit_affine_prior(a, b, window_mm=6.0, num_points=300, inlier_mm=3.0, seed=0)
+    np.testing.assert_allclose(prior.matrix[:3, :3], t[:3, :3], atol=0.02)
+    np.testing.assert_allclose(prior.matrix[:3, 3], t[:3, 3], atol=0.5)
+    assert 0.6 < prior.inlier_fraction < 0.8  # ~70 % of the cells kept their vector
+    # queries at swapped cells: the plain argmax goes to the swap partner, the windowed one stays near
+    idx = np.stack(np.unravel_index(swapped[:40], a.fine_shape), -1)
+    pts = _fine_centres(a, idx)
+    truth = pts @ t[:3, :3].T + t[:3, 3]
+    plain, _ = match_points(a, b, pts)
+    windowed, _ = match_points(a, b, pts, prior=prior)
+    err_plain = np.linalg.norm(plain - truth, axis=1)
+    err_win = np.linalg.norm(windowed - truth, axis=1)
+    assert np.median(err_plain) > 15.0
+    assert err_win.max() <= 6.0 + 0.5 * np.linalg.norm(
+        [4.4, 3.8, 4.0]
+    )  # window + half a cell (sub-cell offsets)
+    # an intact cell is still found exactly by both
+    ok = np.setdiff1d(np.arange(np.prod(a.fine_shape)), swapped)[:5]
+    pts_ok = _fine_centres(a, np.stack(np.unravel_index(ok, a.fine_shape), -1))
+    want = pts_ok @ t[:3, :3].T + t[:3, 3]
+    for got in (
+        match_points(a, b, pts_ok, subcell=False)[0],
+        match_points(a, b, pts_ok, subcell=False, prior=prior)[0],
+    ):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_affine_prior_window_without_body_falls_back_to_the_whole_scan() -> None:
+    a, b, t, _ = _affine_pair(0.0)
+    prior = fit_affine_prior(a, b, window_mm=5.0, seed=1)
+    prior.matrix = prior.matrix.copy()
+    prior.matrix[:3, 3] += 500.0  # every prediction far outside B
+    pts = _fine_centres(a, np.array([[3, 4, 5], [8, 2, 6]]))
+    got, _ = match_points(a, b, pts, subcell=False, prior=prior)
+    np.testing.assert_allclose(got, pts @ t[:3, :3].T + t[:3, 3], atol=1e-6)
+
+
+def test_affine_prior_bad_arguments() -> None:
+    a, b, _, _ = _affine_pair(0.0)
+    with pytest.raises(ValueError, match="window_mm"):
+        fit_affine_prior(a, b, window_mm=0.0)
+    a.fine_mask = np.zeros(a.fine_shape, dtype=bool)
+    a.fine_mask[0, 0, :3] = True
+    with pytest.raises(DataError, match="3 body cells"):
+        fit_affine_prior(a, b)

@@ -123,6 +123,17 @@ def test_evaluate_correspondence(dataset: Path, tmp_path: Path, capsys: pytest.C
         rc == 0
         and "centre of the best fine cell" in json.loads((out / "metrics.json").read_text())["matching"]
     )
+    rc = main(
+        ["evaluate", "correspondence", "--model", str(run), "--data", str(dataset), "--out", str(out)]
+        + ["--no-progress", "--prior", "affine", "--window-mm", "15"]
+    )
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert rc == 0 and "within 15 mm of a robust affine" in m2["matching"]
+    assert m2["affine_fit"]["n"] == 18 and m2["model"]["n"] == 18
+    assert m2["prior"]["window_mm"] == 15.0 and 0.0 <= m2["prior"]["mean_inlier_fraction"] <= 1.0
+    assert "affine_fit" in capsys.readouterr().out
+    # the baselines do not depend on the prior
+    assert m2["same_voxel"] == m["same_voxel"]
 
 
 @pytest.mark.slow
@@ -159,6 +170,13 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert "is neither a run directory nor a checkpoint file" in capsys.readouterr().err
     assert main(["embed", "--model", str(tmp_path), "--data", a, "--out", str(tmp_path / "e")]) == 2
     assert "has no checkpoints/last.pt" in capsys.readouterr().err
+
+
+def test_bad_window_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cmd = ["evaluate", "correspondence", "--model", str(tmp_path / "nowhere"), "--data", str(tmp_path)]
+    assert main(cmd + ["--out", str(tmp_path / "o"), "--prior", "affine", "--window-mm", "0"]) == 2
+    assert "--window-mm must be > 0, got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_evaluate_without_task_shows_tasks(capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,3 +76,33 @@ def add_config_layers(
     p.add_argument("--preset", default="tiny", help=preset_help)
     p.add_argument("--config", help="a YAML file merged over the preset")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+
+
+def add_match_prior(p: argparse.ArgumentParser) -> None:
+    """``--prior`` / ``--window-mm``: SAM matching with the affine consistency prior
+    (:func:`anatssl.anatomy.matching.fit_affine_prior`)."""
+    p.add_argument(
+        "--prior",
+        choices=["none", "affine"],
+        default="none",
+        help="affine: fit an affine A -> B to the model's own matches of 400 body cells of A (RANSAC, no "
+        "landmark used) and take the argmax only within --window-mm of its prediction; none (default): "
+        "the argmax over all of B",
+    )
+    p.add_argument(
+        "--window-mm",
+        type=float,
+        default=20.0,
+        metavar="MM",
+        help="--prior affine: radius of the search window around the affine's prediction (default 20)",
+    )
+
+
+def match_prior(args: argparse.Namespace) -> str | None:
+    """``--prior`` as the matching functions take it (``None`` or ``"affine"``); a bad window is a
+    :class:`~anatssl.errors.ConfigError`."""
+    from anatssl.errors import ConfigError
+
+    if args.window_mm <= 0:
+        raise ConfigError(f"--window-mm must be > 0, got {args.window_mm}")
+    return None if args.prior == "none" else str(args.prior)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from anatssl.cli.args import SCAN_DATA_HELP, add_format
+from anatssl.cli.args import SCAN_DATA_HELP, add_format, add_match_prior, match_prior
 
 CORRESPONDENCE_EPILOG = """\
 examples:
@@ -61,6 +61,7 @@ def add_correspondence_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="SAM's matching rule: the centre of the best fine cell (default: sub-cell refined matches)",
     )
+    add_match_prior(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -72,6 +73,7 @@ def run_correspondence(args: argparse.Namespace) -> int:
     from anatssl.data.source import VolumeSource
     from anatssl.runs.embedding import model_embedder
 
+    prior = match_prior(args)
     embed, cfg = model_embedder(args.model, args.features)
     out = Path(args.out)
     source = VolumeSource(
@@ -92,12 +94,16 @@ def run_correspondence(args: argparse.Namespace) -> int:
             max_subjects=args.max_subjects,
             progress=progress,
             subcell=not args.cell_centre,
+            prior=prior,
+            window_mm=args.window_mm,
         )
     metrics["model_run"] = str(args.model)
     metrics["method"] = cfg.method
     metrics["features"] = "sam" if cfg.method == "sam" else args.features
     path = write_metrics(metrics, out)
-    for name in ("model", "same_voxel", "random_foreground"):
+    for name in ("model", "same_voxel", "random_foreground", "affine_fit"):
+        if name not in metrics:
+            continue
         m = metrics[name]
         print(
             f"{name:18s} MRE {m['mre_mm']:7.2f} mm  median {m['median_mm']:7.2f} mm  "

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from anatssl.cli.args import command_parser
+from anatssl.cli.args import add_match_prior, command_parser, match_prior
 from anatssl.errors import ConfigError
 
 EPILOG = """\
@@ -51,6 +51,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="read both embeddings from this cache (`anatssl embed`) instead of computing them",
     )
+    add_match_prior(p)
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run)
     return p
@@ -84,7 +85,7 @@ def _apply(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from anatssl.anatomy.cache import embed_volume, load_preprocessed
-    from anatssl.anatomy.matching import match_points
+    from anatssl.anatomy.matching import fit_affine_prior, match_points
     from anatssl.runs.embedding import embedding_cache, load_sam
 
     point = parse_point(args.point)
@@ -99,7 +100,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         map_a = embed_volume(net, vol_a, device=args.device)
         map_b = embed_volume(net, vol_b, device=args.device)
-    match, score = match_points(map_a, map_b, point[None])
+    prior = None
+    if match_prior(args) == "affine":
+        prior = fit_affine_prior(map_a, map_b, window_mm=args.window_mm)
+        print(
+            f"prior  affine A -> B fitted to {prior.num_points} matches, {100 * prior.inlier_fraction:.0f} % "
+            f"within 10 mm of it; searching within {prior.window_mm:g} mm of its prediction"
+        )
+    match, score = match_points(map_a, map_b, point[None], prior=prior)
     vox_b = _apply(np.linalg.inv(file_affine(args.b)), match)[0]
     print(f"query  A: world {_fmt(point)} mm")
     print(f"match  B: world {_fmt(match[0])} mm  voxel {_fmt(vox_b, 1)}  score {score[0]:.3f}")
