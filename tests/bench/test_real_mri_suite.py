@@ -70,7 +70,13 @@ def test_sam_pretrains_on_the_volumes_outside_the_held_out_split(tmp_path: Path)
     assert names == [
         f"{k}-s{seed}"
         for seed in (0, 1)
-        for k in ("pretrain-sam", "correspondence-sam", "correspondence-sam_init")
+        for k in (
+            "pretrain-sam",
+            "correspondence-sam",
+            "correspondence-sam_init",
+            "correspondence-sam_prior",
+            "correspondence-sam_init_prior",
+        )
     ]
     assert sam_cells(dataclasses.replace(s, sam=None), data, tmp_path / "o2") == []
 
@@ -110,8 +116,24 @@ def test_summary_reports_the_ratio_to_the_same_voxel_guess() -> None:
     out = summarise_sam(s, cells)  # type: ignore[arg-type]
     rec = out["seeds"]["0"]
     assert rec["ratio_to_same_voxel"] == pytest.approx(0.5) and rec["sam_init"]["mre_mm"] == 30.0
+    assert rec["sam_prior"] is None and "prior_ratio_to_same_voxel" not in rec
     md = sam_markdown(out)
     assert "SAM / same voxel = 0.50" in md and "| 0 | SAM, random init | 30.00 |" in md
+    assert "affine prior" not in md
+    # with the affine-prior cells
+    prior = corr(4.2)
+    prior["affine_fit"] = {"mre_mm": 3.0, "median_mm": 2.5, "within_10mm": 0.95, "n": 10}
+    prior["prior"] = {"kind": "affine", "window_mm": 20.0, "mean_inlier_fraction": 0.55}
+    cells |= {"correspondence-sam_prior-s0": prior, "correspondence-sam_init_prior-s0": corr(20.0)}
+    rec = summarise_sam(s, cells)["seeds"]["0"]  # type: ignore[arg-type]
+    assert rec["prior_ratio_to_same_voxel"] == pytest.approx(0.3) and rec["prior_inliers"] == 0.55
+    md = sam_markdown(summarise_sam(s, cells))  # type: ignore[arg-type]
+    assert "| 0 | SAM + affine prior (20 mm window) | 4.20 |" in md
+    assert (
+        "| 0 | the fitted affine alone | 3.00 |" in md
+        and "| 0 | SAM random init + affine prior | 20.00 |" in md
+    )
+    assert "with the affine prior: SAM / same voxel = 0.30" in md and "55 % of the fitting matches" in md
 
 
 @pytest.mark.slow  # ~1 CPU-minute: 5 tiny brains, 2 SAM steps, two correspondence evaluations
@@ -151,6 +173,9 @@ def test_toy_sam_arm_runs_through_the_benchmark_cli(
     rec = summary["seeds"]["0"]
     assert rec["sam"]["n"] == rec["sam_init"]["n"] == rec["same_voxel"]["n"] > 0
     assert rec["ratio_to_same_voxel"] == pytest.approx(rec["sam"]["mre_mm"] / rec["same_voxel"]["mre_mm"])
+    assert (
+        rec["sam_prior"]["n"] == rec["affine_fit"]["n"] == rec["sam"]["n"] and rec["sam_init_prior"]["n"] > 0
+    )
     pre = json.loads((out / "cells" / "pretrain-sam-s0.json").read_text())
     assert pre["steps"] == 2
     assert len(json.loads((out / "sam" / "pretraining.json").read_text())["training"]) == 2

@@ -159,7 +159,7 @@ def per_case_mean_dice(per_case: dict[str, Any]) -> dict[str, float | None]:
 
 
 def correspondence_cell(
-    run: str, data: Path, suite: Suite, out: Path, data_format: str | None = None
+    run: str, data: Path, suite: Suite, out: Path, data_format: str | None = None, prior: str | None = None
 ) -> dict[str, Any]:
     """Landmark matching with a pretraining run's dense features on the held-out volumes of ``data``
     (the layout ``data_format``; None: detected).
@@ -167,6 +167,8 @@ def correspondence_cell(
     Uses the SAM engineer's evaluation (:mod:`anatssl.anatomy.correspondence`): every landmark of each
     held-out subject is matched into every other one with the backbone's stride-2 decoder features; the
     result also carries the two learning-free baselines (same voxel index, random foreground voxel).
+    ``prior="affine"``: matching with the affine consistency prior (window 20 mm,
+    :func:`anatssl.anatomy.matching.fit_affine_prior`).
     """
     from anatssl.anatomy.correspondence import evaluate_correspondence
     from anatssl.data.layouts import discover
@@ -188,7 +190,7 @@ def correspondence_cell(
     embed, cfg = model_embedder(run, "decoder")
     source = VolumeSource(items, cfg.data, fallback_cache_dir=out / "cache")
     vols = [source.load(i) for i in range(len(source))]
-    metrics = evaluate_correspondence(vols, embed, max_subjects=suite.correspondence_subjects)
+    metrics = evaluate_correspondence(vols, embed, max_subjects=suite.correspondence_subjects, prior=prior)
     return {"available": True, **metrics}
 
 
