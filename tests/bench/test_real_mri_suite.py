@@ -24,7 +24,10 @@ def test_real_mri_suite_configures_sam_and_the_dense_arms_on_mri() -> None:
     assert s.correspondence_subjects == s.n_test == 8
     sam = load_pretrain_config("sam", s.preset, None, list(s.sam or ()))
     assert sam.data.modality == "mri" and tuple(sam.data.spacing or ()) == (4.0, 4.0, 4.0)
-    assert sam.train.max_steps == 480
+    assert sam.train.max_steps == 660 and sam.params.mining_score == "combined"
+    # the suite's SAM arm is the mri_tiny preset: the same resolved config but for the preset's name
+    preset = load_pretrain_config("sam", "mri_tiny", None, [])
+    assert dataclasses.replace(preset, preset=sam.preset) == sam
     for method in s.methods:
         cfg = load_pretrain_config(
             method, s.preset, None, [*s.shared, *s.pretrain, *s.method_overrides.get(method, ())]

@@ -174,10 +174,13 @@ def test_sam_tissue_remap_uses_the_mri_bands(source: MRISource, monkeypatch: pyt
 
 def test_sam_mri_preset(source: MRISource) -> None:
     cfg = load_pretrain_config("sam", "mri_tiny", None, [])
-    assert cfg.data.modality == "mri" and tuple(cfg.data.spacing) == (5.0, 5.0, 5.0)
+    assert cfg.data.modality == "mri" and tuple(cfg.data.spacing) == (4.0, 4.0, 4.0)
+    # the settings measured on brain MRI (docs/results/real-mri.md): radii for the brain, combined mining
+    p = cfg.params
+    assert (p.radius_mm, p.coarse_radius_mm, p.mining_score) == (10.0, 25.0, "combined")
     m = build_method(cfg)
     assert m.views.mri is not None and m.views.tissue_range == sam_views.TISSUE_BANDS["mri"][0]
-    vol = MRISource(cfg.data).load(0)  # the 2 mm heads resampled to 5 mm
+    vol = MRISource(cfg.data).load(0)  # the 2 mm heads resampled to 4 mm
     out = _arrays(m.views(vol, np.random.default_rng(0), source))
     assert out["valid"].sum() >= 50 and np.isfinite(out["view1"]).all()
 

@@ -241,20 +241,22 @@ SAM_MRI = (
     "data.spacing=[4,4,4]",
     "sam.radius_mm=10",
     "sam.coarse_radius_mm=25",
-    "train.max_steps=480",
+    "sam.mining_score=combined",
+    "train.max_steps=660",
 )
-"""SAM's tiny preset on brain MRI at 4 mm (the brain is ~35 x 44 x 33 voxels; 32^3 crops, 128 mm, hold
-most of it), exclusion radii scaled down with the anatomy (10 mm fine, 25 mm coarse instead of the
-torso's 24 / 60), 480 steps: about 15 CPU-minutes on one loaded core (docs/results/real-mri.md)."""
+"""SAM's tiny preset on brain MRI = the ``mri_tiny`` preset (the same resolved config): 4 mm (the brain is
+~35 x 44 x 33 voxels; 32^3 crops, 128 mm, hold most of it), exclusion radii scaled down with the anatomy
+(10 mm fine, 25 mm coarse instead of the torso's 24 / 60), hard negatives mined with the combined fine +
+coarse score, 660 steps: about 14 CPU-minutes on one thread (docs/results/real-mri.md)."""
 
 SUITES["real-mri"] = Suite(
     name="real-mri",
     description="real MRI anatomy (optional: pip install -e '.[mri]' and apt-get install mricron-data): "
     "32 copies of the MNI152 T1 template (nilearn) under known random affine + elastic warps and MRI-like "
     "intensity changes (64 x 76 x 64 at 3 mm), Harvard-Oxford cortical (left/right) + JHU white-matter "
-    "labels (144) and their centroids as landmarks; SAM (tiny preset at 4 mm, 480 steps, ~15 CPU-minutes) "
-    "trained on the 24 non-held-out volumes matches the landmarks of 8 held-out ones against the "
-    "same-voxel guess and its random init; the conv backbone (feature_size 12) pretrained 600 steps by "
+    "labels (144) and their centroids as landmarks; SAM (the mri_tiny preset: 4 mm, 660 steps, ~14 "
+    "CPU-minutes) trained on the 24 non-held-out volumes matches the landmarks of 8 held-out ones against "
+    "the same-voxel guess and its random init; the conv backbone (feature_size 12) pretrained 600 steps by "
     "S2DC and SimMIM, frozen-probed and label-transferred with 1, 2 and 4 labelled volumes against its "
     "random init, seed 0",
     methods=("s2dc", "simmim"),
