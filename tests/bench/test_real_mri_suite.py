@@ -42,7 +42,13 @@ def test_real_mri_suite_configures_sam_and_the_dense_arms_on_mri() -> None:
     assert dn.data.modality == "mri"
     runs = {(m, seed): Path(f"/r/{m}_s{seed}") for m in s.methods for seed in s.seeds}
     names = [n for n, _ in dense_cells(s, s.methods, runs, Path("/d"), Path("/o"), {})]
-    assert names == ["dense-scratch-s0", "dense-s2dc-s0", "dense-simmim-s0"]
+    assert names == [
+        "dense-scratch-s0",
+        "dense-scratch-s1",
+        *(f"dense-{m}-s{seed}" for m in ("s2dc", "simmim") for seed in (0, 1)),
+    ]
+    # fine-tuning, the expensive cell, on seed 0 only, with 1 and 4 labelled volumes
+    assert s.finetune_seeds == (0,) and s.labeled == (1, 4)
 
 
 def _tiny_dataset(root: Path, n: int) -> Path:
