@@ -83,6 +83,13 @@ def query_embeddings(emap: EmbeddingMap, points_world: np.ndarray) -> tuple[torc
     )
 
 
+def fine_cell_centres(emap: EmbeddingMap) -> np.ndarray:
+    """(M, 3) world mm of every fine cell of the map, x-major (the order of the similarity columns)."""
+    axes = [np.arange(n) for n in emap.fine_shape]
+    idx = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    return EmbeddingMap.grid_to_world(emap.fine_affine, idx)
+
+
 def iter_similarity(
     map_a: EmbeddingMap, map_b: EmbeddingMap, points_world: np.ndarray, chunk: int = 64
 ) -> Iterator[torch.Tensor]:
@@ -100,10 +107,7 @@ def iter_similarity(
     cb = torch.from_numpy(np.asarray(map_b.coarse, dtype=np.float32))  # (D, Cx, Cy, Cz)
     cshape = tuple(cb.shape[1:])
     # coarse-grid position of every fine voxel of B, through world coordinates
-    axes = [np.arange(n) for n in fshape]
-    gidx = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    world = EmbeddingMap.grid_to_world(map_b.fine_affine, gidx)
-    cfrac = EmbeddingMap.world_to_grid(map_b.coarse_affine, world)
+    cfrac = EmbeddingMap.world_to_grid(map_b.coarse_affine, fine_cell_centres(map_b))
     grid = _norm_grid(torch.from_numpy(cfrac).float(), cshape).view(1, *fshape, 3)
     cb_flat = cb.reshape(cb.shape[0], -1)
     outside = None
@@ -269,12 +273,8 @@ def match_points(
     pts = np.atleast_2d(np.asarray(points_world, dtype=np.float64))
     scores, idxs = [], []
     if prior is not None:
-        axes = [np.arange(k) for k in map_b.fine_shape]
-        cells_b = EmbeddingMap.grid_to_world(
-            map_b.fine_affine, np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        )
         centres = torch.from_numpy(prior.apply(pts)).float()
-        cells_t = torch.from_numpy(cells_b).float()
+        cells_t = torch.from_numpy(fine_cell_centres(map_b)).float()
     for s, sim in zip(range(0, len(pts), chunk), iter_similarity(map_a, map_b, pts, chunk)):
         if prior is not None:
             far = torch.cdist(centres[s : s + chunk], cells_t) > prior.window_mm  # (n, M)
